@@ -1,0 +1,108 @@
+package txn
+
+import (
+	"context"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/onceflow/onceflow/eventsource"
+)
+
+// PartitionKey names one partition of one topic as consumed by one group.
+type PartitionKey struct {
+	Group     string
+	Topic     string
+	Partition int32
+}
+
+// Claim is a partition's claim row: who owns it, at which epoch, and where
+// its next batch starts.
+type Claim struct {
+	PartitionKey
+	Epoch      int64
+	Owner      string
+	NextOffset int64 // Kafka offset to consume next
+	NextSeq    int64 // next gap-free event seq of the partition
+	ClaimedAt  time.Time
+}
+
+// Outcome is how a command ended.
+type Outcome string
+
+const (
+	// OutcomeAccepted: Decide returned events (possibly none); they are stored.
+	OutcomeAccepted Outcome = "accepted"
+	// OutcomeRejected: Decide returned an error; Reason holds it. Nothing else changed.
+	OutcomeRejected Outcome = "rejected"
+	// OutcomeDeadLettered: the record could not be handled (undecodable, or
+	// the handler panicked); it is in dead_letters and Reason says why.
+	OutcomeDeadLettered Outcome = "dead_lettered"
+)
+
+// CommandResult is the stored outcome of one command id.
+type CommandResult struct {
+	CommandID string
+	PartitionKey
+	Offset        int64
+	AggregateType string
+	AggregateID   string
+	Outcome       Outcome
+	FirstVersion  int64 // versions and seqs of the events written; 0 when none
+	LastVersion   int64
+	FirstSeq      int64
+	LastSeq       int64
+	Reason        string
+	RecordedAt    time.Time
+}
+
+// DeadLetter is a record that could not be handled, with its raw bytes.
+type DeadLetter struct {
+	ID int64
+	PartitionKey
+	Offset     int64
+	CommandID  string // "" when the record had none
+	Key        []byte
+	Value      []byte
+	Headers    map[string]string
+	Error      string
+	RecordedAt time.Time
+}
+
+// Batch is everything one partition's batch writes, in one transaction.
+type Batch struct {
+	// Claim is the writer's claim as of the start of this batch: its key and
+	// epoch, and the NextOffset and NextSeq it expects to find. Commit fences
+	// on all three.
+	Claim Claim
+	// NextOffset is the offset after the batch's last record. It must be
+	// greater than Claim.NextOffset.
+	NextOffset int64
+	// Events to append. Their Seq must run Claim.NextSeq, Claim.NextSeq+1, ...
+	// and their Partition must be Claim.Partition.
+	Events []eventsource.StoredEvent
+	// Snapshots to upsert, at most one per aggregate.
+	Snapshots []eventsource.Snapshot
+	// Results, one per command id handled in this batch.
+	Results []CommandResult
+	// DeadLetters of this batch.
+	DeadLetters []DeadLetter
+	// InTx, when set, runs inside the transaction after the writes above and
+	// before the fenced offset update (for inline read models). An error
+	// rolls the batch back.
+	InTx func(ctx context.Context, tx pgx.Tx) error
+}
+
+// Committed is the claim position after a successful Commit.
+type Committed struct {
+	NextOffset int64
+	NextSeq    int64
+}
+
+// DeadLetterQuery selects dead letters; zero fields match everything.
+type DeadLetterQuery struct {
+	Group   string
+	Topic   string
+	AfterID int64 // return rows with id > AfterID
+	Limit   int   // 0 means 100
+}
