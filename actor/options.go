@@ -1,0 +1,321 @@
+package actor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/txn"
+)
+
+// GroupProtocol selects the Kafka consumer group protocol.
+type GroupProtocol string
+
+const (
+	// ProtocolClassic is the classic group protocol with the
+	// cooperative-sticky assignor (incremental rebalances). The default.
+	ProtocolClassic GroupProtocol = "classic"
+	// ProtocolConsumer is the KIP-848 protocol (group.protocol=consumer),
+	// where the broker computes assignments.
+	ProtocolConsumer GroupProtocol = "consumer"
+)
+
+// FailurePolicy says what happens to a record the runtime cannot handle
+// (undecodable, key mismatch, panicking handler).
+type FailurePolicy int
+
+const (
+	// DeadLetter stores the record in the dead-letter table, in the batch's
+	// transaction, and moves on. The default.
+	DeadLetter FailurePolicy = iota
+	// Halt stops the partition without committing the batch: the record
+	// stays at the head of the partition until an operator intervenes
+	// (fix the handler and restart). The runtime logs the error and keeps
+	// serving other partitions.
+	Halt
+)
+
+// Hooks are callbacks at points of a partition's batch, for tests and
+// instrumentation. They run on the partition's goroutine: a hook that blocks
+// stalls that partition (which is how the fault tests make a zombie).
+type Hooks struct {
+	// BeforeCommit runs after a batch is decided and before its
+	// transaction begins.
+	BeforeCommit func(ctx context.Context, p BatchInfo)
+	// AfterCommit runs after the transaction committed and before replies
+	// are sent. A non-nil error makes the runtime behave as if it crashed
+	// at that point: it stops the partition without sending replies and
+	// reloads it from Postgres.
+	AfterCommit func(ctx context.Context, p BatchInfo) error
+	// OnFenced runs when a commit is rejected as fenced.
+	OnFenced func(p BatchInfo, err error)
+}
+
+// BatchInfo describes a batch to hooks.
+type BatchInfo struct {
+	Key         txn.PartitionKey
+	Epoch       int64
+	FirstOffset int64
+	NextOffset  int64
+	Records     int
+	CommandIDs  []string
+}
+
+// InlineProjection runs inside a batch's transaction with the events the
+// batch stores, before the fenced offset update. Its writes commit or roll
+// back with the batch, so the read model is exactly-once with the commands.
+type InlineProjection func(ctx context.Context, tx pgx.Tx, events []eventsource.StoredEvent) error
+
+type config struct {
+	brokers       string
+	topic         string
+	group         string
+	instanceID    string
+	kafka         map[string]string
+	log           *slog.Logger
+	protocol      GroupProtocol
+	maxRecords    int
+	maxWait       time.Duration
+	passivate     time.Duration
+	onFailure     FailurePolicy
+	revokeTimeout time.Duration
+	replyTopic    string
+	sendTimeout   time.Duration
+	resultPoll    time.Duration
+	results       *txn.Store
+	hooks         Hooks
+	inline        []InlineProjection
+	createTopic   int
+	lockTimeout   time.Duration
+}
+
+func defaultConfig() config {
+	return config{
+		kafka:         map[string]string{},
+		log:           slog.Default(),
+		protocol:      ProtocolClassic,
+		maxRecords:    1000,
+		maxWait:       10 * time.Millisecond,
+		passivate:     2 * time.Minute,
+		revokeTimeout: 10 * time.Second,
+		sendTimeout:   30 * time.Second,
+		resultPoll:    time.Second,
+		lockTimeout:   5 * time.Second,
+	}
+}
+
+// Option configures a Runtime. Options that also apply to a Client
+// (WithBrokers, WithTopic, WithKafkaConfig, WithLogger, WithReplyTopic) are
+// of type SharedOption and can be passed to both.
+type Option interface{ applyRuntime(*config) }
+
+// ClientOption configures a Client.
+type ClientOption interface{ applyClient(*config) }
+
+// SharedOption configures both a Runtime and a Client.
+type SharedOption struct{ fn func(*config) }
+
+func (o SharedOption) applyRuntime(c *config) { o.fn(c) }
+func (o SharedOption) applyClient(c *config)  { o.fn(c) }
+
+type runtimeOption func(*config)
+
+func (o runtimeOption) applyRuntime(c *config) { o(c) }
+
+type clientOption func(*config)
+
+func (o clientOption) applyClient(c *config) { o(c) }
+
+// WithBrokers sets the Kafka bootstrap servers ("host:port,host:port"). Required.
+func WithBrokers(bootstrap string) SharedOption {
+	return SharedOption{func(c *config) { c.brokers = bootstrap }}
+}
+
+// WithTopic sets the command topic. Required.
+func WithTopic(topic string) SharedOption { return SharedOption{func(c *config) { c.topic = topic }} }
+
+// WithReplyTopic sets the topic outcomes are sent to. Default: the command
+// topic + ".replies". The runtime replies to the topic named in each
+// command's header, so this matters for the Client (and for topic creation).
+func WithReplyTopic(topic string) SharedOption {
+	return SharedOption{func(c *config) { c.replyTopic = topic }}
+}
+
+// WithKafkaConfig adds librdkafka properties (for example security
+// settings). Properties the exactly-once protocol depends on
+// (enable.auto.commit, enable.auto.offset.store, group.id, isolation) are
+// rejected by validation.
+func WithKafkaConfig(props map[string]string) SharedOption {
+	return SharedOption{func(c *config) { maps.Copy(c.kafka, props) }}
+}
+
+// WithLogger sets the structured logger (default slog.Default()).
+func WithLogger(l *slog.Logger) SharedOption { return SharedOption{func(c *config) { c.log = l }} }
+
+// WithCreateTopics makes the Runtime or Client create its topics with
+// partitions partitions (replication factor from the broker default) when
+// they do not exist. Off by default: production topics are usually created
+// by their owners.
+func WithCreateTopics(partitions int) SharedOption {
+	return SharedOption{func(c *config) { c.createTopic = partitions }}
+}
+
+// WithGroup sets the consumer group id. Default "onceflow." + aggregate type.
+// Changing it on a running deployment starts a new set of claims at offset 0:
+// every command would be consumed again (and answered from command_results,
+// so not applied twice, but slowly).
+func WithGroup(group string) Option { return runtimeOption(func(c *config) { c.group = group }) }
+
+// WithInstanceID names this instance in claim rows and logs. Default
+// hostname-pid-random.
+func WithInstanceID(id string) Option {
+	return runtimeOption(func(c *config) { c.instanceID = id })
+}
+
+// WithGroupProtocol selects classic (cooperative-sticky, default) or the
+// KIP-848 consumer protocol.
+func WithGroupProtocol(p GroupProtocol) Option {
+	return runtimeOption(func(c *config) { c.protocol = p })
+}
+
+// WithBatch sets the most records per batch transaction (default 1000) and
+// how long a partition waits for more records before committing a partial
+// batch (default 10ms). maxRecords=1 gives one transaction per command.
+func WithBatch(maxRecords int, maxWait time.Duration) Option {
+	return runtimeOption(func(c *config) { c.maxRecords, c.maxWait = maxRecords, maxWait })
+}
+
+// WithPassivateAfter sets how long an aggregate may stay idle in memory
+// before its actor is stopped (default 2m). Its state is reloaded from
+// Postgres on its next command.
+func WithPassivateAfter(d time.Duration) Option {
+	return runtimeOption(func(c *config) { c.passivate = d })
+}
+
+// WithFailurePolicy sets what happens to records that cannot be handled.
+func WithFailurePolicy(p FailurePolicy) Option {
+	return runtimeOption(func(c *config) { c.onFailure = p })
+}
+
+// WithRevokeTimeout bounds how long a revoke waits for a partition's
+// in-flight batch to commit before letting the partition go (default 10s).
+// A batch that commits later is rejected by the fence.
+func WithRevokeTimeout(d time.Duration) Option {
+	return runtimeOption(func(c *config) { c.revokeTimeout = d })
+}
+
+// WithClaimLockTimeout bounds how long claiming a partition waits for the
+// previous owner's in-flight transaction (default 5s).
+func WithClaimLockTimeout(d time.Duration) Option {
+	return runtimeOption(func(c *config) { c.lockTimeout = d })
+}
+
+// WithHooks installs batch hooks (tests, instrumentation).
+func WithHooks(h Hooks) Option { return runtimeOption(func(c *config) { c.hooks = h }) }
+
+// WithInlineProjection adds a projection that runs inside every batch
+// transaction. Several run in the order given.
+func WithInlineProjection(p InlineProjection) Option {
+	return runtimeOption(func(c *config) { c.inline = append(c.inline, p) })
+}
+
+// WithSendTimeout sets how long Client.Send waits for an outcome when ctx
+// has no earlier deadline (default 30s).
+func WithSendTimeout(d time.Duration) ClientOption {
+	return clientOption(func(c *config) { c.sendTimeout = d })
+}
+
+// WithResults lets the Client read outcomes from Postgres when a reply is
+// slow or lost: after the poll interval (default 1s) without a reply it
+// looks the command id up in command_results, and again every interval.
+func WithResults(store *txn.Store, poll time.Duration) ClientOption {
+	return clientOption(func(c *config) {
+		c.results = store
+		if poll > 0 {
+			c.resultPoll = poll
+		}
+	})
+}
+
+// reservedKafkaProps are set by onceflow and must not be overridden.
+var reservedKafkaProps = []string{
+	"group.id", "enable.auto.commit", "enable.auto.offset.store", "bootstrap.servers",
+	"isolation.level", "enable.partition.eof", "go.application.rebalance.enable",
+}
+
+func (c *config) validateCommon() error {
+	var errs []error
+	if strings.TrimSpace(c.brokers) == "" {
+		errs = append(errs, errors.New("brokers are required (WithBrokers)"))
+	}
+	if strings.TrimSpace(c.topic) == "" {
+		errs = append(errs, errors.New("command topic is required (WithTopic)"))
+	}
+	for _, k := range reservedKafkaProps {
+		if _, ok := c.kafka[k]; ok {
+			errs = append(errs, fmt.Errorf("kafka property %q is managed by onceflow and cannot be set with WithKafkaConfig", k))
+		}
+	}
+	if c.log == nil {
+		errs = append(errs, errors.New("logger is nil"))
+	}
+	if c.createTopic < 0 {
+		errs = append(errs, fmt.Errorf("WithCreateTopics: partitions must be > 0, got %d", c.createTopic))
+	}
+	if c.replyTopic == "" {
+		c.replyTopic = c.topic + ".replies"
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) validateRuntime() error {
+	errs := []error{c.validateCommon()}
+	if c.maxRecords < 1 || c.maxRecords > 100_000 {
+		errs = append(errs, fmt.Errorf("WithBatch: maxRecords must be in [1, 100000], got %d", c.maxRecords))
+	}
+	if c.maxWait < 0 || c.maxWait > time.Minute {
+		errs = append(errs, fmt.Errorf("WithBatch: maxWait must be in [0, 1m], got %v", c.maxWait))
+	}
+	if c.passivate <= 0 {
+		errs = append(errs, fmt.Errorf("WithPassivateAfter: must be > 0, got %v", c.passivate))
+	}
+	if c.revokeTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("WithRevokeTimeout: must be > 0, got %v", c.revokeTimeout))
+	}
+	if c.lockTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("WithClaimLockTimeout: must be > 0, got %v", c.lockTimeout))
+	}
+	switch c.protocol {
+	case ProtocolClassic, ProtocolConsumer:
+	default:
+		errs = append(errs, fmt.Errorf("WithGroupProtocol: unknown protocol %q (want %q or %q)", c.protocol, ProtocolClassic, ProtocolConsumer))
+	}
+	switch c.onFailure {
+	case DeadLetter, Halt:
+	default:
+		errs = append(errs, fmt.Errorf("WithFailurePolicy: unknown policy %d", c.onFailure))
+	}
+	if c.protocol == ProtocolConsumer {
+		for _, k := range []string{"partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms"} {
+			if _, ok := c.kafka[k]; ok {
+				errs = append(errs, fmt.Errorf("kafka property %q is not allowed with group.protocol=consumer (KIP-848): the broker owns it", k))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *config) validateClient() error {
+	errs := []error{c.validateCommon()}
+	if c.sendTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("WithSendTimeout: must be > 0, got %v", c.sendTimeout))
+	}
+	return errors.Join(errs...)
+}

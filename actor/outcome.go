@@ -1,0 +1,84 @@
+package actor
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/onceflow/onceflow/txn"
+)
+
+// Outcome is what happened to a command, as stored in Postgres.
+type Outcome struct {
+	CommandID    string
+	Status       txn.Outcome
+	AggregateID  string
+	Partition    int32
+	Offset       int64
+	FirstVersion int64 // versions of the events written; 0 when none
+	LastVersion  int64
+	FirstSeq     int64 // (Partition, seq) positions of the events written
+	LastSeq      int64
+	Reason       string // rejection or dead-letter reason
+	// Duplicate is true when the command id had been handled before: this
+	// is the stored outcome of that first handling, and nothing changed.
+	Duplicate bool
+}
+
+var (
+	// ErrRejected matches a *RejectedError.
+	ErrRejected = errors.New("command rejected")
+	// ErrDeadLettered matches a *DeadLetteredError.
+	ErrDeadLettered = errors.New("command dead-lettered")
+	// ErrOutcomeUnknown matches an *OutcomeUnknownError.
+	ErrOutcomeUnknown = errors.New("command outcome unknown")
+	// ErrClosed is returned by a closed Client or Runtime.
+	ErrClosed = errors.New("onceflow: closed")
+)
+
+// RejectedError is returned by Client.Send when Decide rejected the command.
+// Nothing was changed; the offset moved on.
+type RejectedError struct {
+	CommandID string
+	Reason    string
+}
+
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("command %s rejected: %s", e.CommandID, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrRejected) true.
+func (e *RejectedError) Is(t error) bool { return t == ErrRejected }
+
+// DeadLetteredError is returned by Client.Send when the runtime could not
+// handle the command (undecodable, or the handler panicked). The raw record
+// is in the dead-letter table.
+type DeadLetteredError struct {
+	CommandID string
+	Reason    string
+}
+
+func (e *DeadLetteredError) Error() string {
+	return fmt.Sprintf("command %s dead-lettered: %s", e.CommandID, e.Reason)
+}
+
+// Is makes errors.Is(err, ErrDeadLettered) true.
+func (e *DeadLetteredError) Is(t error) bool { return t == ErrDeadLettered }
+
+// OutcomeUnknownError is returned by Client.Send when no outcome arrived
+// before the deadline. The command may or may not be applied later: resend
+// it with the same command id (WithCommandID) to learn its outcome; it will
+// not be applied twice.
+type OutcomeUnknownError struct {
+	CommandID string
+	Err       error // the context or timeout error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("command %s: outcome unknown (resend with the same command id to find out): %v", e.CommandID, e.Err)
+}
+
+// Is makes errors.Is(err, ErrOutcomeUnknown) true.
+func (e *OutcomeUnknownError) Is(t error) bool { return t == ErrOutcomeUnknown }
+
+// Unwrap returns the context or timeout error.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
