@@ -3,8 +3,14 @@ package txn
 import (
 	"context"
 	"embed"
-	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -18,9 +24,46 @@ type Migration struct {
 	SQL     string
 }
 
-// Migrations returns the embedded migrations in version order.
+// migrationLockKey is the pg_advisory_lock key that serialises Migrate
+// callers across processes: the first 8 bytes of "onceflow" read as a
+// big-endian int64 (an arbitrary constant; it only has to be stable and
+// unlikely to collide with a service's own advisory locks).
+const migrationLockKey int64 = 0x6f6e6365666c6f77
+
+var migrationName = regexp.MustCompile(`^(\d{4})_[a-z0-9_]+\.sql$`)
+
+// Migrations returns the embedded migrations in version order. Versions run
+// 1, 2, 3, ... without gaps; a malformed file name is an error (a build
+// defect, caught by the package's tests).
 func Migrations() ([]Migration, error) {
-	return nil, errors.New("TODO")
+	return loadMigrations(migrationFS, "migrations")
+}
+
+func loadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
+	entries, err := fs.ReadDir(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("txn: read migrations: %w", err)
+	}
+	var ms []Migration
+	for _, e := range entries {
+		m := migrationName.FindStringSubmatch(e.Name())
+		if m == nil {
+			return nil, fmt.Errorf("txn: migration file %q is not named NNNN_name.sql", e.Name())
+		}
+		v, _ := strconv.Atoi(m[1])
+		b, err := fs.ReadFile(fsys, path.Join(dir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("txn: read migration %s: %w", e.Name(), err)
+		}
+		ms = append(ms, Migration{Version: v, Name: e.Name(), SQL: string(b)})
+	}
+	sort.Slice(ms, func(i, j int) bool { return ms[i].Version < ms[j].Version })
+	for i, m := range ms {
+		if m.Version != i+1 {
+			return nil, fmt.Errorf("txn: migration %s has version %d, want %d (versions must run 1, 2, 3, ... without gaps or repeats)", m.Name, m.Version, i+1)
+		}
+	}
+	return ms, nil
 }
 
 // Migrate applies the embedded migrations that are not yet applied, each in
@@ -28,6 +71,79 @@ func Migrations() ([]Migration, error) {
 // Postgres advisory lock serialises concurrent callers (several instances
 // starting at once). It returns the versions it applied. It fails if the
 // database has a version newer than this binary knows.
+//
+// Migrate is idempotent: a second call applies nothing and returns an empty
+// slice. ctx bounds the whole run, including the wait for the lock.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
-	return nil, errors.New("TODO")
+	ms, err := Migrations()
+	if err != nil {
+		return nil, err
+	}
+	return migrate(ctx, pool, ms)
+}
+
+func migrate(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied []int, err error) {
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("txn: migrate: %w", err)
+	}
+	// A session lock (not pg_advisory_xact_lock) because it must cover
+	// several transactions: reading the applied versions and applying each
+	// migration in its own transaction.
+	if _, err := conn.Exec(ctx, "SELECT pg_advisory_lock($1)", migrationLockKey); err != nil {
+		// The lock may or may not have been granted: drop the connection
+		// so a granted lock cannot leak into the pool.
+		conn.Conn().Close(context.WithoutCancel(ctx))
+		conn.Release()
+		return nil, fmt.Errorf("txn: migrate: take advisory lock: %w", err)
+	}
+	defer func() {
+		if _, uerr := conn.Exec(context.WithoutCancel(ctx), "SELECT pg_advisory_unlock($1)", migrationLockKey); uerr != nil {
+			// Closing the session releases the lock.
+			conn.Conn().Close(context.WithoutCancel(ctx))
+		}
+		conn.Release()
+	}()
+
+	if _, err := conn.Exec(ctx, `
+		CREATE SCHEMA IF NOT EXISTS onceflow;
+		CREATE TABLE IF NOT EXISTS onceflow.schema_migrations (
+			version    integer     PRIMARY KEY,
+			name       text        NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now()
+		)`); err != nil {
+		return nil, fmt.Errorf("txn: migrate: create onceflow.schema_migrations: %w", err)
+	}
+
+	done := map[int]string{}
+	rows, _ := conn.Query(ctx, "SELECT version, name FROM onceflow.schema_migrations")
+	var v int
+	var name string
+	if _, err := pgx.ForEachRow(rows, []any{&v, &name}, func() error { done[v] = name; return nil }); err != nil {
+		return nil, fmt.Errorf("txn: migrate: read onceflow.schema_migrations: %w", err)
+	}
+	for v, name := range done {
+		if v > len(ms) {
+			return nil, fmt.Errorf("txn: migrate: the database has schema version %d (%s) but this binary only knows versions up to %d: a newer onceflow has migrated it; upgrade this binary (downgrades are not supported)", v, name, len(ms))
+		}
+	}
+
+	applied = []int{}
+	for _, m := range ms {
+		if _, ok := done[m.Version]; ok {
+			continue
+		}
+		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "INSERT INTO onceflow.schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name)
+			return err
+		})
+		if err != nil {
+			return applied, fmt.Errorf("txn: migrate: apply %s: %w", m.Name, err)
+		}
+		applied = append(applied, m.Version)
+	}
+	return applied, nil
 }
