@@ -3,13 +3,37 @@ package actor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/txn"
 )
 
-// Client sends commands and waits for their outcomes. Safe for concurrent use.
+// Client sends commands and waits for their outcomes. It is safe for
+// concurrent use; create one per process and Close it when done.
+//
+// Outcomes arrive on the reply topic. The Client reads every partition of
+// its reply topic from the position it had when the Client was created, so
+// clients that share a reply topic also read each other's replies (and
+// ignore them); give each service its own reply topic with WithReplyTopic
+// when that matters. With WithResults, a slow or lost reply is covered by
+// reading the command_results table.
 type Client struct {
-	cfg config
+	cfg      config
+	reg      *eventsource.Registry
+	producer *kafka.Producer
+	consumer *kafka.Consumer
+
+	mu      sync.Mutex
+	waiters map[string][]chan Outcome
+
+	closeOnce sync.Once
+	closing   chan struct{}
+	wg        sync.WaitGroup
 }
 
 // SendOption configures one Send.
@@ -17,20 +41,282 @@ type SendOption func(*sendOptions)
 
 type sendOptions struct{ commandID string }
 
-// WithCommandID sets the command id (the idempotency key). Default: a new
-// random id. Reuse the id when retrying a command whose outcome is unknown.
+// WithCommandID sets the command id, the idempotency key: a command id is
+// handled at most once, ever; sending it again returns the stored outcome
+// with Outcome.Duplicate set. Default: a new random id. Reuse the id when
+// retrying a command whose outcome is unknown.
 func WithCommandID(id string) SendOption { return func(o *sendOptions) { o.commandID = id } }
 
-// NewClient returns a Client. reg must name every command type sent.
+// NewClient connects a Client. reg must name every command type sent. ctx
+// bounds the setup (topic metadata and reply topic positions).
 func NewClient(ctx context.Context, reg *eventsource.Registry, opts ...ClientOption) (*Client, error) {
-	return nil, errors.New("TODO")
+	if reg == nil {
+		return nil, errors.New("onceflow: NewClient: registry is nil")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o.applyClient(&cfg)
+	}
+	if err := cfg.validateClient(); err != nil {
+		return nil, fmt.Errorf("onceflow: invalid client configuration: %w", err)
+	}
+	if cfg.createTopic > 0 {
+		if err := ensureTopics(ctx, &cfg, cfg.topic, cfg.replyTopic); err != nil {
+			return nil, err
+		}
+	}
+	c := &Client{cfg: cfg, reg: reg, waiters: map[string][]chan Outcome{}, closing: make(chan struct{})}
+	var err error
+	if c.producer, err = kafka.NewProducer(producerConfig(&cfg)); err != nil {
+		return nil, fmt.Errorf("onceflow: kafka producer: %w", err)
+	}
+	cm := baseConfig(&cfg)
+	cm["group.id"] = "onceflow-client-" + randomID() // required by librdkafka; never joined (Assign only)
+	cm["enable.auto.commit"] = false
+	cm["enable.partition.eof"] = false
+	if c.consumer, err = kafka.NewConsumer(&cm); err != nil {
+		c.producer.Close()
+		return nil, fmt.Errorf("onceflow: kafka consumer: %w", err)
+	}
+	if err := c.assignReplies(ctx); err != nil {
+		c.consumer.Close()
+		c.producer.Close()
+		return nil, err
+	}
+	c.wg.Add(2)
+	go c.pollReplies()
+	go c.drainDeliveries()
+	return c, nil
 }
 
-// Send produces cmd to the command topic keyed by cmd.AggregateID() and
-// waits for its outcome. ctx bounds the wait.
+func timeoutMs(ctx context.Context, def time.Duration) int {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d < def {
+			return max(int(d.Milliseconds()), 1)
+		}
+	}
+	return int(def.Milliseconds())
+}
+
+// assignReplies assigns every reply partition at its current end, so that
+// no reply to a command sent after NewClient returns can be missed.
+func (c *Client) assignReplies(ctx context.Context) error {
+	topic := c.cfg.replyTopic
+	md, err := c.consumer.GetMetadata(&topic, false, timeoutMs(ctx, 15*time.Second))
+	if err != nil {
+		return fmt.Errorf("onceflow: reply topic %q metadata from %s: %w", topic, c.cfg.brokers, err)
+	}
+	tm, ok := md.Topics[topic]
+	if !ok || tm.Error.Code() == kafka.ErrUnknownTopicOrPart || len(tm.Partitions) == 0 {
+		return fmt.Errorf("onceflow: reply topic %q does not exist on %s: create it, or use WithCreateTopics", topic, c.cfg.brokers)
+	}
+	tps := make([]kafka.TopicPartition, 0, len(tm.Partitions))
+	for _, p := range tm.Partitions {
+		_, high, err := c.consumer.QueryWatermarkOffsets(topic, p.ID, timeoutMs(ctx, 15*time.Second))
+		if err != nil {
+			return fmt.Errorf("onceflow: reply topic %q partition %d end offset: %w", topic, p.ID, err)
+		}
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p.ID, Offset: kafka.Offset(high)})
+	}
+	if err := c.consumer.Assign(tps); err != nil {
+		return fmt.Errorf("onceflow: assign reply topic %q: %w", topic, err)
+	}
+	return nil
+}
+
+func (c *Client) pollReplies() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.closing:
+			return
+		default:
+		}
+		m, ok := c.consumer.Poll(100).(*kafka.Message)
+		if !ok {
+			continue
+		}
+		o, err := decodeReply(m.Value)
+		if err != nil {
+			c.cfg.log.Warn("ignoring malformed reply", "topic", c.cfg.replyTopic, "offset", m.TopicPartition.Offset, "err", err)
+			continue
+		}
+		c.mu.Lock()
+		for _, ch := range c.waiters[o.CommandID] {
+			select {
+			case ch <- o:
+			default:
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) drainDeliveries() {
+	defer c.wg.Done()
+	for range c.producer.Events() {
+		// Delivery reports go to each Send's own channel; this drains
+		// anything else (errors are logged by librdkafka).
+	}
+}
+
+func (c *Client) register(id string) chan Outcome {
+	ch := make(chan Outcome, 1)
+	c.mu.Lock()
+	c.waiters[id] = append(c.waiters[id], ch)
+	c.mu.Unlock()
+	return ch
+}
+
+func (c *Client) unregister(id string, ch chan Outcome) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ws := c.waiters[id]
+	for i, w := range ws {
+		if w == ch {
+			ws = append(ws[:i], ws[i+1:]...)
+			break
+		}
+	}
+	if len(ws) == 0 {
+		delete(c.waiters, id)
+	} else {
+		c.waiters[id] = ws
+	}
+}
+
+// Send produces cmd to the command topic, keyed by cmd.AggregateID(), and
+// waits for its outcome. ctx bounds the whole call; without a deadline the
+// send timeout applies (WithSendTimeout, default 30s).
+//
+// It returns the Outcome and:
+//   - nil when the command was accepted;
+//   - a *RejectedError (errors.Is ErrRejected) when Decide rejected it;
+//   - a *DeadLetteredError (errors.Is ErrDeadLettered) when it could not be handled;
+//   - an *OutcomeUnknownError (errors.Is ErrOutcomeUnknown) when no outcome
+//     arrived in time: the command may still be applied; resend with the
+//     same command id to learn the outcome (it is never applied twice);
+//   - another error when the command could not be encoded or produced.
 func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...SendOption) (Outcome, error) {
-	return Outcome{}, errors.New("TODO")
+	select {
+	case <-c.closing:
+		return Outcome{}, ErrClosed
+	default:
+	}
+	var so sendOptions
+	for _, o := range opts {
+		o(&so)
+	}
+	if so.commandID == "" {
+		so.commandID = randomID()
+	}
+	id := so.commandID
+	if len(id) > maxCommandIDLen {
+		return Outcome{CommandID: id}, fmt.Errorf("onceflow: command id is %d bytes, limit %d", len(id), maxCommandIDLen)
+	}
+	if cmd == nil {
+		return Outcome{CommandID: id}, errors.New("onceflow: Send: command is nil")
+	}
+	aggID := cmd.AggregateID()
+	if aggID == "" {
+		return Outcome{CommandID: id}, fmt.Errorf("onceflow: Send %T: AggregateID() is empty", cmd)
+	}
+	name, data, err := c.reg.Encode(cmd)
+	if err != nil {
+		return Outcome{CommandID: id}, fmt.Errorf("onceflow: Send: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.sendTimeout)
+		defer cancel()
+	}
+	ch := c.register(id)
+	defer c.unregister(id, ch)
+
+	topic := c.cfg.topic
+	msg := &kafka.Message{
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		Key:            []byte(aggID),
+		Value:          data,
+		Headers: []kafka.Header{
+			{Key: HeaderCommandID, Value: []byte(id)},
+			{Key: HeaderCommandType, Value: []byte(name)},
+			{Key: HeaderReplyTopic, Value: []byte(c.cfg.replyTopic)},
+		},
+	}
+	delivery := make(chan kafka.Event, 1)
+	for {
+		err = c.producer.Produce(msg, delivery)
+		var ke kafka.Error
+		if err == nil || !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
+			break
+		}
+		select {
+		case <-time.After(5 * time.Millisecond):
+		case <-ctx.Done():
+			return Outcome{CommandID: id}, fmt.Errorf("onceflow: Send: producer queue full: %w", ctx.Err())
+		}
+	}
+	if err != nil {
+		return Outcome{CommandID: id}, fmt.Errorf("onceflow: produce command %s: %w", id, err)
+	}
+	select {
+	case ev := <-delivery:
+		if m, ok := ev.(*kafka.Message); ok && m.TopicPartition.Error != nil {
+			return Outcome{CommandID: id}, fmt.Errorf("onceflow: command %s was not delivered to %q (resend with the same command id): %w", id, topic, m.TopicPartition.Error)
+		}
+	case <-ctx.Done():
+		return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
+	}
+	return c.await(ctx, id, ch)
 }
 
-// Close stops the client.
-func (c *Client) Close() error { return nil }
+func (c *Client) await(ctx context.Context, id string, ch chan Outcome) (Outcome, error) {
+	var poll <-chan time.Time
+	if c.cfg.results != nil {
+		t := time.NewTicker(c.cfg.resultPoll)
+		defer t.Stop()
+		poll = t.C
+	}
+	for {
+		select {
+		case o := <-ch:
+			return o, outcomeErr(o)
+		case <-poll:
+			r, err := c.cfg.results.Result(ctx, id)
+			if err == nil {
+				o := outcomeFromResult(r, false)
+				return o, outcomeErr(o)
+			}
+			if !errors.Is(err, txn.ErrNotFound) && ctx.Err() == nil {
+				c.cfg.log.Warn("reading command result from Postgres", "command_id", id, "err", err)
+			}
+		case <-ctx.Done():
+			return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
+		case <-c.closing:
+			return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ErrClosed}
+		}
+	}
+}
+
+func outcomeErr(o Outcome) error {
+	switch o.Status {
+	case txn.OutcomeRejected:
+		return &RejectedError{CommandID: o.CommandID, Reason: o.Reason}
+	case txn.OutcomeDeadLettered:
+		return &DeadLetteredError{CommandID: o.CommandID, Reason: o.Reason}
+	}
+	return nil
+}
+
+// Close stops the client: pending Sends return an *OutcomeUnknownError.
+func (c *Client) Close() error {
+	c.closeOnce.Do(func() {
+		close(c.closing)
+		c.producer.Flush(5000)
+		c.producer.Close() // closes Events(), ending drainDeliveries
+		c.wg.Wait()
+		c.consumer.Close()
+	})
+	return nil
+}

@@ -1,0 +1,212 @@
+package actor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/onceflow/onceflow/actor"
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/internal/testenv"
+)
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+
+// --- a small account domain used by the runtime tests ---
+
+type Deposit struct {
+	Account string `json:"account"`
+	Amount  int64  `json:"amount"`
+}
+type Withdraw struct {
+	Account string `json:"account"`
+	Amount  int64  `json:"amount"`
+}
+
+// Explode panics in Decide: the command must be dead-lettered.
+type Explode struct {
+	Account string `json:"account"`
+}
+
+func (c Deposit) AggregateID() string  { return c.Account }
+func (c Withdraw) AggregateID() string { return c.Account }
+func (c Explode) AggregateID() string  { return c.Account }
+
+type Deposited struct {
+	Amount int64 `json:"amount"`
+}
+type Withdrawn struct {
+	Amount int64 `json:"amount"`
+}
+
+type Account struct {
+	Balance int64 `json:"balance"`
+}
+
+func newAccountAggregate(t testing.TB) *eventsource.Aggregate[Account, eventsource.Command, any] {
+	t.Helper()
+	reg := eventsource.NewRegistry()
+	for _, err := range []error{
+		eventsource.Register[Deposit](reg, "test.Deposit"),
+		eventsource.Register[Withdraw](reg, "test.Withdraw"),
+		eventsource.Register[Explode](reg, "test.Explode"),
+		eventsource.Register[Deposited](reg, "test.Deposited"),
+		eventsource.Register[Withdrawn](reg, "test.Withdrawn"),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &eventsource.Aggregate[Account, eventsource.Command, any]{
+		Type:          "test.account",
+		Registry:      reg,
+		SnapshotEvery: 5,
+		Decider: eventsource.Decider[Account, eventsource.Command, any]{
+			Initial: func() Account { return Account{} },
+			Decide: func(s Account, c eventsource.Command) ([]any, error) {
+				switch c := c.(type) {
+				case Deposit:
+					if c.Amount <= 0 {
+						return nil, fmt.Errorf("amount must be positive, got %d", c.Amount)
+					}
+					return []any{Deposited{Amount: c.Amount}}, nil
+				case Withdraw:
+					if c.Amount > s.Balance {
+						return nil, fmt.Errorf("insufficient funds: balance %d, requested %d", s.Balance, c.Amount)
+					}
+					return []any{Withdrawn{Amount: c.Amount}}, nil
+				case Explode:
+					panic("boom")
+				}
+				return nil, fmt.Errorf("unknown command %T", c)
+			},
+			Evolve: func(s Account, e any) Account {
+				switch e := e.(type) {
+				case Deposited:
+					s.Balance += e.Amount
+				case Withdrawn:
+					s.Balance -= e.Amount
+				}
+				return s
+			},
+		},
+	}
+}
+
+// --- environment ---
+
+type env struct {
+	t       *testing.T
+	brokers string
+	topic   string
+	pool    *pgxpool.Pool
+	agg     *eventsource.Aggregate[Account, eventsource.Command, any]
+	cluster *kfake.Cluster
+}
+
+const testPartitions = 4
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	topic := "accounts.commands"
+	c, err := kfake.NewCluster(
+		kfake.NumBrokers(1),
+		kfake.SeedTopics(testPartitions, topic, topic+".replies"),
+		kfake.GroupMinSessionTimeout(100*time.Millisecond),
+	)
+	if err != nil {
+		t.Fatalf("kfake: %v", err)
+	}
+	t.Cleanup(c.Close)
+	return &env{t: t, brokers: c.ListenAddrs()[0], topic: topic, pool: testenv.Pool(t), agg: newAccountAggregate(t), cluster: c}
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	level := slog.LevelWarn
+	if os.Getenv("ONCEFLOW_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("test", t.Name())
+}
+
+// fastGroup makes rebalances quick in tests.
+var fastGroup = map[string]string{
+	"session.timeout.ms":    "3000",
+	"heartbeat.interval.ms": "200",
+	"max.poll.interval.ms":  "5000",
+}
+
+type running struct {
+	rt     *actor.Runtime
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("runtime %s: %v", r.rt.InstanceID(), err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("runtime %s did not stop within 60s", r.rt.InstanceID())
+	}
+}
+
+func (e *env) start(id string, opts ...actor.Option) *running {
+	e.t.Helper()
+	base := []actor.Option{
+		actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithInstanceID(id),
+		actor.WithLogger(testLogger(e.t).With("instance", id)), actor.WithKafkaConfig(fastGroup),
+		actor.WithBatch(100, 5*time.Millisecond),
+	}
+	rt, err := actor.NewRuntime(e.agg, e.pool, append(base, opts...)...)
+	if err != nil {
+		e.t.Fatalf("NewRuntime: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{rt: rt, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- rt.Run(ctx) }()
+	var once sync.Once
+	e.t.Cleanup(func() { once.Do(func() { r.stop(e.t) }) })
+	return r
+}
+
+func (e *env) client(opts ...actor.ClientOption) *actor.Client {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	base := []actor.ClientOption{actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithLogger(testLogger(e.t))}
+	c, err := actor.NewClient(ctx, e.agg.Registry, append(base, opts...)...)
+	if err != nil {
+		e.t.Fatalf("NewClient: %v", err)
+	}
+	e.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("timed out after %v waiting for %s: %v", timeout, what, err)
+}
+
+var errNotYet = errors.New("not yet")

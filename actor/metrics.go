@@ -1,0 +1,64 @@
+package actor
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// Stats is a snapshot of a Runtime's counters since it started.
+type Stats struct {
+	Batches         int64         // committed batch transactions
+	Records         int64         // records committed (all outcomes)
+	Events          int64         // events stored
+	Accepted        int64         // commands accepted
+	Rejected        int64         // commands rejected by Decide
+	DeadLetters     int64         // records dead-lettered
+	Duplicates      int64         // records whose command id had been handled before
+	Fenced          int64         // commits rejected by the fence
+	Halted          int64         // partitions halted on an unrecoverable error
+	Assigned        int64         // partitions claimed
+	Revoked         int64         // partitions revoked or lost
+	Lost            int64         // of which lost (session expired)
+	Loads           int64         // aggregates loaded from Postgres
+	Passivations    int64         // aggregates passivated
+	ReplyErrors     int64         // replies that failed to be produced
+	CommitTimeSum   time.Duration // total time in Commit
+	OwnedPartitions int           // partitions currently owned
+}
+
+type metrics struct {
+	batches, records, events                      atomic.Int64
+	accepted, rejected, deadLetters, duplicates   atomic.Int64
+	fenced, halted, assigned, revoked, lost       atomic.Int64
+	loads, passivations, replyErrors, commitNanos atomic.Int64
+	owned                                         atomic.Int64
+}
+
+func (m *metrics) observeCommit(records, events int, d time.Duration) {
+	m.batches.Add(1)
+	m.records.Add(int64(records))
+	m.events.Add(int64(events))
+	m.commitNanos.Add(int64(d))
+}
+
+func (m *metrics) countOutcome(s itemStatus) {
+	switch s {
+	case statusAccepted:
+		m.accepted.Add(1)
+	case statusRejected:
+		m.rejected.Add(1)
+	case statusDuplicate, statusBatchDuplicate:
+		m.duplicates.Add(1)
+	}
+}
+
+func (m *metrics) snapshot() Stats {
+	return Stats{
+		Batches: m.batches.Load(), Records: m.records.Load(), Events: m.events.Load(),
+		Accepted: m.accepted.Load(), Rejected: m.rejected.Load(), DeadLetters: m.deadLetters.Load(),
+		Duplicates: m.duplicates.Load(), Fenced: m.fenced.Load(), Halted: m.halted.Load(),
+		Assigned: m.assigned.Load(), Revoked: m.revoked.Load(), Lost: m.lost.Load(),
+		Loads: m.loads.Load(), Passivations: m.passivations.Load(), ReplyErrors: m.replyErrors.Load(),
+		CommitTimeSum: time.Duration(m.commitNanos.Load()), OwnedPartitions: int(m.owned.Load()),
+	}
+}

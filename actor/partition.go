@@ -1,0 +1,577 @@
+package actor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+
+	pa "github.com/asynkron/protoactor-go/actor"
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/txn"
+)
+
+type itemStatus int
+
+const (
+	statusPending        itemStatus = iota
+	statusDeadLetter                // could not be handled; goes to dead_letters
+	statusRejected                  // Decide returned an error
+	statusAccepted                  // events (maybe none) to store
+	statusDuplicate                 // the command id already has a stored result
+	statusBatchDuplicate            // the command id appeared earlier in this batch
+)
+
+// item is one record of a batch and, once decided, its result.
+type item struct {
+	msg    *kafka.Message
+	offset int64
+	env    envelope
+	hasID  bool // env.commandID is usable
+	cmd    any
+	aggID  string
+
+	status       itemStatus
+	reason       string
+	events       []encodedEvent
+	firstVersion int64
+	lastVersion  int64
+	firstSeq     int64
+	lastSeq      int64
+	stored       txn.CommandResult // for statusDuplicate
+	dupOf        *item             // for statusBatchDuplicate
+}
+
+// Messages of the partition actor.
+type (
+	record     struct{ msg *kafka.Message }
+	flushTick  struct{ gen uint64 }
+	stopReq    struct{ done chan struct{} }
+	childEntry struct {
+		pid   *pa.PID
+		batch uint64
+	}
+)
+
+// decideTimeout bounds one batch's Decide calls for one aggregate. A Decide
+// that takes longer is a bug (it must be pure); the partition halts.
+const decideTimeout = 30 * time.Second
+
+// commitTimeout bounds one commit attempt. It is not tied to the partition's
+// lifetime: a batch already decided still attempts its commit after a
+// revoke, and the fence decides whether it lands.
+const commitTimeout = 30 * time.Second
+
+// partitionActor owns one assigned partition for one epoch: it batches the
+// partition's records, has aggregate children decide them, and commits each
+// batch in one fenced transaction.
+type partitionActor struct {
+	rt       *Runtime
+	claim    txn.Claim
+	ctx      context.Context // cancelled when the partition is let go
+	log      *slog.Logger
+	queued   *atomic.Int64 // records sent by the poll loop, not yet received here
+	inflight *atomic.Int64 // records received by the poll loop, not yet committed or dropped
+
+	pending  []*kafka.Message
+	received int64 // next offset expected from Kafka
+	timerGen uint64
+	armed    bool
+	children map[string]*childEntry
+	batchNo  uint64
+	stopped  bool
+	gapSeen  bool
+}
+
+func (p *partitionActor) Receive(actx pa.Context) {
+	defer func() {
+		// A panic here is a bug in onceflow; never let protoactor restart
+		// the actor with fresh state behind the consumer's back.
+		if r := recover(); r != nil {
+			p.log.Error("partition actor panicked; restarting the partition from Postgres", "panic", r)
+			p.shutdown(actx)
+			p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
+		}
+	}()
+	switch m := actx.Message().(type) {
+	case *record:
+		p.queued.Add(-1)
+		p.onRecord(actx, m.msg)
+	case *flushTick:
+		if m.gen == p.timerGen && !p.stopped {
+			p.armed = false
+			p.flush(actx)
+		}
+	case *stopReq:
+		p.shutdown(actx)
+		close(m.done)
+	case *passivateReq:
+		if c, ok := p.children[m.id]; ok && c.pid.Equal(m.pid) && c.batch <= m.batch {
+			delete(p.children, m.id)
+			actx.Stop(m.pid)
+			p.rt.metrics.passivations.Add(1)
+		}
+	}
+}
+
+func (p *partitionActor) onRecord(actx pa.Context, msg *kafka.Message) {
+	if p.stopped {
+		p.inflight.Add(-1)
+		return
+	}
+	off := int64(msg.TopicPartition.Offset)
+	if off < p.received {
+		// Already committed (the claim is past it) or already queued.
+		p.inflight.Add(-1)
+		return
+	}
+	if off > p.received && !p.gapSeen {
+		// Normal with compaction or transaction markers; worth one line
+		// otherwise (retention deleted records never consumed).
+		p.gapSeen = true
+		p.log.Info("offset gap in partition", "expected", p.received, "got", off)
+	}
+	p.received = off + 1
+	p.pending = append(p.pending, msg)
+	cfg := &p.rt.cfg
+	switch {
+	case len(p.pending) >= cfg.maxRecords:
+		p.flush(actx)
+	case cfg.maxWait == 0:
+		if p.queued.Load() == 0 {
+			p.flush(actx)
+		}
+	case !p.armed:
+		p.armed = true
+		gen, self, root := p.timerGen, actx.Self(), p.rt.system.Root
+		time.AfterFunc(cfg.maxWait, func() { root.Send(self, &flushTick{gen: gen}) })
+	}
+}
+
+func (p *partitionActor) flush(actx pa.Context) {
+	recs := p.pending
+	p.pending = nil
+	p.timerGen++
+	p.armed = false
+	if len(recs) == 0 {
+		return
+	}
+	p.process(actx, recs)
+	p.inflight.Add(-int64(len(recs)))
+}
+
+// process runs one batch to completion: commit, fence, halt, or shutdown.
+func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
+	for !p.stopped {
+		p.batchNo++
+		items := p.prepare(recs)
+		if err := p.retry("look up command ids", func(ctx context.Context) error { return p.markDuplicates(ctx, items) }); err != nil {
+			return
+		}
+		if err := p.retry("load aggregates", func(ctx context.Context) error { return p.ensureLoaded(ctx, actx, items) }); err != nil {
+			return
+		}
+		snaps, err := p.decideAll(actx, items)
+		if err != nil {
+			p.halt(actx, err)
+			return
+		}
+		if p.rt.cfg.onFailure == Halt {
+			for _, it := range items {
+				if it.status == statusDeadLetter {
+					p.halt(actx, fmt.Errorf("offset %d: %s (failure policy is Halt)", it.offset, it.reason))
+					return
+				}
+			}
+		}
+		b := p.assemble(items, snaps)
+		info := BatchInfo{Key: p.claim.PartitionKey, Epoch: p.claim.Epoch, FirstOffset: int64(recs[0].TopicPartition.Offset), NextOffset: b.NextOffset, Records: len(recs)}
+		if hooks := p.rt.cfg.hooks; hooks.BeforeCommit != nil || hooks.AfterCommit != nil || hooks.OnFenced != nil {
+			for _, it := range items {
+				if it.hasID {
+					info.CommandIDs = append(info.CommandIDs, it.env.commandID)
+				}
+			}
+		}
+		if h := p.rt.cfg.hooks.BeforeCommit; h != nil {
+			h(p.ctx, info)
+		}
+		start := time.Now()
+		committed, err := p.commit(b)
+		var fe *txn.FencedError
+		switch {
+		case err == nil:
+			p.rt.metrics.observeCommit(len(recs), len(b.Events), time.Since(start))
+			p.claim.NextOffset, p.claim.NextSeq = committed.NextOffset, committed.NextSeq
+			if h := p.rt.cfg.hooks.AfterCommit; h != nil {
+				if herr := h(p.ctx, info); herr != nil {
+					p.log.Warn("after-commit hook failed: restarting the partition without replies", "err", herr)
+					p.shutdown(actx)
+					p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
+					return
+				}
+			}
+			p.reply(items)
+			p.rt.mirrorOffset(p.claim.PartitionKey, committed.NextOffset)
+			return
+		case errors.As(err, &fe) && fe.SelfFenced():
+			// Our own earlier attempt landed (its acknowledgement was
+			// lost). Postgres is the truth: reload and continue after it.
+			p.log.Warn("commit found the claim already advanced by this owner; reloading", "next_offset", fe.Current.NextOffset)
+			p.resetChildren(actx)
+			p.claim.NextOffset, p.claim.NextSeq = fe.Current.NextOffset, fe.Current.NextSeq
+			recs = dropBelow(recs, fe.Current.NextOffset)
+			if len(recs) == 0 {
+				return
+			}
+		case errors.As(err, &fe):
+			p.rt.metrics.fenced.Add(1)
+			p.log.Warn("commit fenced: partition claimed by a newer owner; dropping in-memory state", "err", err)
+			if h := p.rt.cfg.hooks.OnFenced; h != nil {
+				h(info, err)
+			}
+			p.shutdown(actx)
+			p.rt.requestControl(controlMsg{kind: controlFenced, partition: p.claim.Partition, epoch: p.claim.Epoch})
+			return
+		case errors.Is(err, txn.ErrDuplicateCommand):
+			// A command id of this batch got a result elsewhere meanwhile
+			// (sent to two partitions). Decide the batch again: the lookup
+			// will now find it.
+			p.log.Warn("command id already has a result; deciding the batch again", "err", err)
+			p.resetChildren(actx)
+		case p.ctx.Err() != nil:
+			p.shutdown(actx)
+			return
+		default:
+			p.halt(actx, fmt.Errorf("commit: %w", err))
+			return
+		}
+	}
+}
+
+// retry runs fn until it succeeds, fails with a non-retryable error (the
+// partition halts) or the partition is let go.
+func (p *partitionActor) retry(what string, fn func(ctx context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	for {
+		err := fn(p.ctx)
+		if err == nil {
+			return nil
+		}
+		if p.ctx.Err() != nil {
+			p.stopped = true
+			return p.ctx.Err()
+		}
+		if !txn.IsRetryable(err) {
+			p.stopped = true
+			p.log.Error("partition halted", "step", what, "err", err)
+			p.rt.metrics.halted.Add(1)
+			return err
+		}
+		p.log.Warn("retrying", "step", what, "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-p.ctx.Done():
+			p.stopped = true
+			return p.ctx.Err()
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+// commit writes the batch, retrying transient errors. Each attempt has its
+// own timeout and is not cancelled by a revoke (the fence decides).
+func (p *partitionActor) commit(b *txn.Batch) (txn.Committed, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), commitTimeout)
+		c, err := p.rt.store.Commit(ctx, b)
+		cancel()
+		if err == nil || !txn.IsRetryable(err) || p.ctx.Err() != nil {
+			return c, err
+		}
+		p.log.Warn("commit failed, retrying", "err", err, "backoff", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-p.ctx.Done():
+			return c, err
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func dropBelow(recs []*kafka.Message, off int64) []*kafka.Message {
+	out := recs[:0:0]
+	for _, m := range recs {
+		if int64(m.TopicPartition.Offset) >= off {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// prepare parses and decodes records. It changes no state.
+func (p *partitionActor) prepare(recs []*kafka.Message) []*item {
+	items := make([]*item, len(recs))
+	seen := make(map[string]*item, len(recs))
+	for i, m := range recs {
+		it := &item{msg: m, offset: int64(m.TopicPartition.Offset)}
+		items[i] = it
+		env, err := parseEnvelope(m)
+		it.env = env
+		it.hasID = env.commandID != ""
+		if it.hasID {
+			if first, ok := seen[env.commandID]; ok {
+				it.status, it.dupOf = statusBatchDuplicate, first
+				continue
+			}
+			seen[env.commandID] = it
+		}
+		if err != nil {
+			it.status, it.reason = statusDeadLetter, err.Error()
+			continue
+		}
+		cmd, aggID, err := p.rt.h.decode(env.typeName, m.Value)
+		if err != nil {
+			it.status, it.reason = statusDeadLetter, fmt.Sprintf("decode command: %v", err)
+			continue
+		}
+		if aggID != env.key {
+			it.status, it.reason = statusDeadLetter, fmt.Sprintf("record key %q does not match the command's aggregate id %q", env.key, aggID)
+			continue
+		}
+		it.cmd, it.aggID = cmd, aggID
+	}
+	return items
+}
+
+// markDuplicates finds command ids that already have a stored result.
+func (p *partitionActor) markDuplicates(ctx context.Context, items []*item) error {
+	ids := make([]string, 0, len(items))
+	for _, it := range items {
+		if it.hasID && it.status != statusBatchDuplicate {
+			ids = append(ids, it.env.commandID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	found, err := p.rt.store.LookupResults(ctx, ids)
+	if err != nil {
+		return err
+	}
+	for _, it := range items {
+		if it.hasID && it.status != statusBatchDuplicate {
+			if r, ok := found[it.env.commandID]; ok {
+				it.status, it.stored = statusDuplicate, r
+			}
+		}
+	}
+	return nil
+}
+
+// ensureLoaded spawns a child for every aggregate of the batch that has
+// none, with its state loaded from Postgres in one round trip.
+func (p *partitionActor) ensureLoaded(ctx context.Context, actx pa.Context, items []*item) error {
+	var missing []string
+	want := map[string]bool{}
+	for _, it := range items {
+		if it.status == statusPending && p.children[it.aggID] == nil && !want[it.aggID] {
+			want[it.aggID] = true
+			missing = append(missing, it.aggID)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	loaded, err := p.rt.es.Load(ctx, p.rt.h.aggregateType(), missing)
+	if err != nil {
+		return err
+	}
+	p.rt.metrics.loads.Add(int64(len(missing)))
+	broken := map[string]error{}
+	for _, id := range missing {
+		var state any
+		var version int64
+		if l, ok := loaded[id]; ok {
+			state, version, err = p.rt.h.rebuild(l)
+			if err != nil {
+				broken[id] = err
+				continue
+			}
+		} else {
+			state = p.rt.h.initial()
+		}
+		p.spawnChild(actx, id, state, version)
+	}
+	for _, it := range items {
+		if err, ok := broken[it.aggID]; ok && it.status == statusPending {
+			it.status, it.reason = statusDeadLetter, fmt.Sprintf("cannot load aggregate %q: %v", it.aggID, err)
+		}
+	}
+	return nil
+}
+
+func (p *partitionActor) spawnChild(actx pa.Context, id string, state any, version int64) {
+	h, passivate := p.rt.h, p.rt.cfg.passivate
+	props := pa.PropsFromProducer(func() pa.Actor {
+		return &aggregateActor{h: h, id: id, state: state, version: version, passivate: passivate}
+	}, pa.WithSupervisor(stopOnPanic))
+	pid := actx.Spawn(props)
+	p.children[id] = &childEntry{pid: pid}
+}
+
+// stopOnPanic never restarts a child: a restarted child would have lost its
+// state. The parent notices the missing response and halts.
+var stopOnPanic = pa.NewOneForOneStrategy(0, 0, func(reason any) pa.Directive { return pa.StopDirective })
+
+// decideAll sends each aggregate its commands of the batch, in order, and
+// waits for all of them. It returns the snapshots to write.
+func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsource.Snapshot, error) {
+	byAgg := map[string][]*item{}
+	var order []string
+	for _, it := range items {
+		if it.status != statusPending {
+			continue
+		}
+		if _, ok := byAgg[it.aggID]; !ok {
+			order = append(order, it.aggID)
+		}
+		byAgg[it.aggID] = append(byAgg[it.aggID], it)
+	}
+	futures := make([]*pa.Future, len(order))
+	for i, id := range order {
+		c := p.children[id]
+		c.batch = p.batchNo
+		futures[i] = actx.RequestFuture(c.pid, &decideReq{batch: p.batchNo, items: byAgg[id]}, decideTimeout)
+	}
+	var snaps []eventsource.Snapshot
+	for i, f := range futures {
+		res, err := f.Result()
+		if err != nil {
+			return nil, fmt.Errorf("aggregate %q did not answer within %v: %w", order[i], decideTimeout, err)
+		}
+		r := res.(*decideResp)
+		switch {
+		case r.snapErr != nil:
+			p.log.Warn("snapshot not written", "aggregate", order[i], "err", r.snapErr)
+		case r.snapshot != nil:
+			snaps = append(snaps, eventsource.Snapshot{AggregateType: p.rt.h.aggregateType(), AggregateID: order[i], Version: r.version, State: r.snapshot})
+		}
+	}
+	return snaps, nil
+}
+
+// assemble builds the batch transaction's contents in record order and
+// assigns the gap-free seqs.
+func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *txn.Batch {
+	key := p.claim.PartitionKey
+	aggType := p.rt.h.aggregateType()
+	b := &txn.Batch{Claim: p.claim, Snapshots: snaps, NextOffset: items[len(items)-1].offset + 1}
+	seq := p.claim.NextSeq
+	for _, it := range items {
+		res := txn.CommandResult{CommandID: it.env.commandID, PartitionKey: key, Offset: it.offset, AggregateType: aggType, AggregateID: it.aggID}
+		switch it.status {
+		case statusAccepted:
+			if len(it.events) > 0 {
+				it.firstSeq = seq
+				for j, ev := range it.events {
+					b.Events = append(b.Events, eventsource.StoredEvent{
+						Partition: key.Partition, Seq: seq, AggregateType: aggType, AggregateID: it.aggID,
+						Version: it.firstVersion + int64(j), Type: ev.typeName, Data: ev.data, CommandID: it.env.commandID,
+					})
+					seq++
+				}
+				it.lastSeq = seq - 1
+			}
+			res.Outcome, res.FirstVersion, res.LastVersion, res.FirstSeq, res.LastSeq = txn.OutcomeAccepted, it.firstVersion, it.lastVersion, it.firstSeq, it.lastSeq
+			b.Results = append(b.Results, res)
+		case statusRejected:
+			res.Outcome, res.Reason = txn.OutcomeRejected, it.reason
+			b.Results = append(b.Results, res)
+		case statusDeadLetter:
+			b.DeadLetters = append(b.DeadLetters, txn.DeadLetter{
+				PartitionKey: key, Offset: it.offset, CommandID: it.env.commandID,
+				Key: it.msg.Key, Value: it.msg.Value, Headers: headersMap(it.msg), Error: it.reason,
+			})
+			p.rt.metrics.deadLetters.Add(1)
+			if it.hasID {
+				res.Outcome, res.Reason = txn.OutcomeDeadLettered, it.reason
+				b.Results = append(b.Results, res)
+			}
+		}
+	}
+	if len(p.rt.cfg.inline) > 0 && len(b.Events) > 0 {
+		events, projs := b.Events, p.rt.cfg.inline
+		b.InTx = func(ctx context.Context, tx pgx.Tx) error {
+			for _, proj := range projs {
+				if err := proj(ctx, tx, events); err != nil {
+					return fmt.Errorf("inline projection: %w", err)
+				}
+			}
+			return nil
+		}
+	}
+	return b
+}
+
+// outcome returns the outcome to reply with for a committed item.
+func (p *partitionActor) outcome(it *item) Outcome {
+	switch it.status {
+	case statusDuplicate:
+		return outcomeFromResult(it.stored, true)
+	case statusBatchDuplicate:
+		o := p.outcome(it.dupOf)
+		o.Duplicate = true
+		return o
+	}
+	o := Outcome{CommandID: it.env.commandID, AggregateID: it.aggID, Partition: p.claim.Partition, Offset: it.offset, Reason: it.reason}
+	switch it.status {
+	case statusAccepted:
+		o.Status, o.FirstVersion, o.LastVersion, o.FirstSeq, o.LastSeq = txn.OutcomeAccepted, it.firstVersion, it.lastVersion, it.firstSeq, it.lastSeq
+	case statusRejected:
+		o.Status = txn.OutcomeRejected
+	default:
+		o.Status = txn.OutcomeDeadLettered
+	}
+	return o
+}
+
+func (p *partitionActor) reply(items []*item) {
+	for _, it := range items {
+		p.rt.metrics.countOutcome(it.status)
+		if !it.hasID || it.env.replyTopic == "" {
+			continue
+		}
+		p.rt.sendReply(it.env.replyTopic, p.outcome(it))
+	}
+}
+
+func (p *partitionActor) resetChildren(actx pa.Context) {
+	for id, c := range p.children {
+		actx.Stop(c.pid)
+		delete(p.children, id)
+	}
+}
+
+// shutdown stops the partition for good: children and pending records are
+// dropped (they are still in Kafka; the claim says where to resume).
+func (p *partitionActor) shutdown(actx pa.Context) {
+	p.stopped = true
+	p.resetChildren(actx)
+	if n := len(p.pending); n > 0 {
+		p.inflight.Add(-int64(n))
+		p.pending = nil
+	}
+}
+
+func (p *partitionActor) halt(actx pa.Context, err error) {
+	p.rt.metrics.halted.Add(1)
+	p.log.Error("partition halted: it will not consume until the runtime is restarted or the partition is reassigned", "err", err)
+	p.shutdown(actx)
+}

@@ -1,0 +1,147 @@
+package actor_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/onceflow/onceflow/actor"
+	"github.com/onceflow/onceflow/txn"
+)
+
+func send(t *testing.T, c *actor.Client, cmd interface{ AggregateID() string }, opts ...actor.SendOption) (actor.Outcome, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	return c.Send(ctx, cmd, opts...)
+}
+
+// produceRaw writes a record straight to the command topic, bypassing the
+// client (to inject malformed input).
+func (e *env) produceRaw(key, value []byte, headers map[string]string) {
+	e.t.Helper()
+	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.brokers, "enable.metrics.push": false, "partitioner": "murmur2_random"})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer p.Close()
+	var hs []kafka.Header
+	for k, v := range headers {
+		hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
+	}
+	dr := make(chan kafka.Event, 1)
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.topic, Partition: kafka.PartitionAny}, Key: key, Value: value, Headers: hs}, dr); err != nil {
+		e.t.Fatal(err)
+	}
+	if m := (<-dr).(*kafka.Message); m.TopicPartition.Error != nil {
+		e.t.Fatal(m.TopicPartition.Error)
+	}
+}
+
+func TestOutcomes(t *testing.T) {
+	e := newEnv(t)
+	e.start("a")
+	c := e.client(actor.WithResults(txn.NewStore(e.pool), 2*time.Second))
+
+	o, err := send(t, c, Deposit{Account: "acc-1", Amount: 100})
+	if err != nil || o.Status != txn.OutcomeAccepted || o.FirstVersion != 1 || o.LastVersion != 1 || o.FirstSeq < 1 {
+		t.Fatalf("deposit: outcome %+v, err %v", o, err)
+	}
+
+	// A rejection: stored with its reason, nothing written.
+	o, err = send(t, c, Withdraw{Account: "acc-1", Amount: 500})
+	var rej *actor.RejectedError
+	if !errors.As(err, &rej) || !errors.Is(err, actor.ErrRejected) || o.Status != txn.OutcomeRejected {
+		t.Fatalf("withdraw too much: outcome %+v, err %v; want rejection", o, err)
+	}
+	if !strings.Contains(rej.Reason, "insufficient funds: balance 100, requested 500") {
+		t.Fatalf("rejection reason %q", rej.Reason)
+	}
+
+	// A panicking handler: dead-lettered with the raw bytes, offset moves on.
+	o, err = send(t, c, Explode{Account: "acc-1"})
+	if !errors.Is(err, actor.ErrDeadLettered) || o.Status != txn.OutcomeDeadLettered || !strings.Contains(o.Reason, "handler panicked: boom") {
+		t.Fatalf("explode: outcome %+v, err %v; want dead letter", o, err)
+	}
+
+	// Malformed records straight to the topic.
+	e.produceRaw([]byte("acc-2"), []byte("\xff\x00garbage"), map[string]string{actor.HeaderCommandID: "raw-garbage", actor.HeaderCommandType: "test.Deposit"})
+	e.produceRaw([]byte("acc-2"), []byte(`{"account":"acc-2","amount":1}`), map[string]string{actor.HeaderCommandID: "raw-unknown", actor.HeaderCommandType: "test.Nope"})
+	e.produceRaw([]byte("acc-2"), []byte(`{}`), nil) // no headers at all
+	e.produceRaw([]byte("other"), []byte(`{"account":"acc-2","amount":1}`), map[string]string{actor.HeaderCommandID: "raw-wrongkey", actor.HeaderCommandType: "test.Deposit"})
+
+	// The partitions keep moving: later commands are accepted.
+	if o, err := send(t, c, Deposit{Account: "acc-2", Amount: 7}); err != nil || o.Status != txn.OutcomeAccepted {
+		t.Fatalf("deposit after garbage: %+v %v", o, err)
+	}
+	store := txn.NewStore(e.pool)
+	eventually(t, 30*time.Second, "4 raw dead letters", func() error {
+		dls, err := store.DeadLetters(context.Background(), txn.DeadLetterQuery{})
+		if err != nil {
+			return err
+		}
+		if len(dls) != 5 { // 4 raw + the panic
+			return fmt.Errorf("%d dead letters", len(dls))
+		}
+		return nil
+	})
+	dls, _ := store.DeadLetters(context.Background(), txn.DeadLetterQuery{})
+	reasons := map[string]string{}
+	for _, d := range dls {
+		reasons[d.CommandID] = d.Error
+		if d.CommandID == "raw-garbage" && string(d.Value) != "\xff\x00garbage" {
+			t.Errorf("dead letter lost the raw bytes: %q", d.Value)
+		}
+	}
+	for id, want := range map[string]string{
+		"raw-garbage":  "decode command",
+		"raw-unknown":  `unknown type name "test.Nope"`,
+		"":             "missing header onceflow-command-id",
+		"raw-wrongkey": `record key "other" does not match the command's aggregate id "acc-2"`,
+	} {
+		if !strings.Contains(reasons[id], want) {
+			t.Errorf("dead letter %q: reason %q, want it to contain %q", id, reasons[id], want)
+		}
+	}
+	for _, id := range []string{"raw-garbage", "raw-unknown", "raw-wrongkey"} {
+		r, err := store.Result(context.Background(), id)
+		if err != nil || r.Outcome != txn.OutcomeDeadLettered {
+			t.Errorf("result of %s: %+v %v", id, r, err)
+		}
+	}
+}
+
+func TestSameCommandIDIsHandledOnce(t *testing.T) {
+	e := newEnv(t)
+	e.start("a")
+	c := e.client()
+	first, err := send(t, c, Deposit{Account: "acc-1", Amount: 10}, actor.WithCommandID("cmd-1"))
+	if err != nil || first.Duplicate {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	// Resent with the same id, even with a different payload: the stored
+	// outcome comes back and nothing changes.
+	again, err := send(t, c, Deposit{Account: "acc-1", Amount: 99}, actor.WithCommandID("cmd-1"))
+	if err != nil || !again.Duplicate || again.FirstVersion != first.FirstVersion || again.Offset != first.Offset {
+		t.Fatalf("resend: %+v %v; first was %+v", again, err, first)
+	}
+	// A rejection is also remembered.
+	if _, err := send(t, c, Withdraw{Account: "acc-1", Amount: 1000}, actor.WithCommandID("cmd-2")); !errors.Is(err, actor.ErrRejected) {
+		t.Fatalf("want rejection, got %v", err)
+	}
+	if _, err := send(t, c, Deposit{Account: "acc-1", Amount: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	o, err := send(t, c, Withdraw{Account: "acc-1", Amount: 1000}, actor.WithCommandID("cmd-2"))
+	if !errors.Is(err, actor.ErrRejected) || !o.Duplicate {
+		t.Fatalf("resent rejected command must stay rejected: %+v %v", o, err)
+	}
+	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.events WHERE aggregate_id = 'acc-1'`); n != 2 {
+		t.Fatalf("events: %d, want 2", n)
+	}
+}

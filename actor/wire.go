@@ -1,0 +1,143 @@
+package actor
+
+import (
+	"encoding/json"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/onceflow/onceflow/txn"
+)
+
+// Wire format of a command record on the command topic:
+//
+//	key     the aggregate id (UTF-8)
+//	value   the command, encoded by the registry's codec
+//	headers onceflow-command-id   the command id (idempotency key), required
+//	        onceflow-command-type the registered command type name, required
+//	        onceflow-reply-topic  where to send the outcome, optional
+//
+// Wire format of an outcome record on a reply topic: key = command id,
+// value = the JSON of replyWire.
+const (
+	HeaderCommandID   = "onceflow-command-id"
+	HeaderCommandType = "onceflow-command-type"
+	HeaderReplyTopic  = "onceflow-reply-topic"
+)
+
+// maxCommandIDLen bounds command ids (they are primary keys).
+const maxCommandIDLen = 200
+
+type replyWire struct {
+	CommandID    string      `json:"command_id"`
+	Status       txn.Outcome `json:"status"`
+	AggregateID  string      `json:"aggregate_id,omitempty"`
+	Partition    int32       `json:"partition"`
+	Offset       int64       `json:"offset"`
+	FirstVersion int64       `json:"first_version,omitempty"`
+	LastVersion  int64       `json:"last_version,omitempty"`
+	FirstSeq     int64       `json:"first_seq,omitempty"`
+	LastSeq      int64       `json:"last_seq,omitempty"`
+	Reason       string      `json:"reason,omitempty"`
+	Duplicate    bool        `json:"duplicate,omitempty"`
+}
+
+func outcomeFromResult(r txn.CommandResult, dup bool) Outcome {
+	return Outcome{
+		CommandID: r.CommandID, Status: r.Outcome, AggregateID: r.AggregateID,
+		Partition: r.Partition, Offset: r.Offset,
+		FirstVersion: r.FirstVersion, LastVersion: r.LastVersion,
+		FirstSeq: r.FirstSeq, LastSeq: r.LastSeq, Reason: r.Reason, Duplicate: dup,
+	}
+}
+
+func (o Outcome) wire() replyWire {
+	return replyWire{
+		CommandID: o.CommandID, Status: o.Status, AggregateID: o.AggregateID,
+		Partition: o.Partition, Offset: o.Offset,
+		FirstVersion: o.FirstVersion, LastVersion: o.LastVersion,
+		FirstSeq: o.FirstSeq, LastSeq: o.LastSeq, Reason: o.Reason, Duplicate: o.Duplicate,
+	}
+}
+
+func (w replyWire) outcome() Outcome {
+	return Outcome{
+		CommandID: w.CommandID, Status: w.Status, AggregateID: w.AggregateID,
+		Partition: w.Partition, Offset: w.Offset,
+		FirstVersion: w.FirstVersion, LastVersion: w.LastVersion,
+		FirstSeq: w.FirstSeq, LastSeq: w.LastSeq, Reason: w.Reason, Duplicate: w.Duplicate,
+	}
+}
+
+func encodeReply(o Outcome) ([]byte, error) { return json.Marshal(o.wire()) }
+
+func decodeReply(b []byte) (Outcome, error) {
+	var w replyWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return Outcome{}, err
+	}
+	if w.CommandID == "" {
+		return Outcome{}, fmt.Errorf("reply without command_id")
+	}
+	return w.outcome(), nil
+}
+
+// header returns the last value of header k.
+func header(m *kafka.Message, k string) (string, bool) {
+	for i := len(m.Headers) - 1; i >= 0; i-- {
+		if m.Headers[i].Key == k {
+			return string(m.Headers[i].Value), true
+		}
+	}
+	return "", false
+}
+
+func headersMap(m *kafka.Message) map[string]string {
+	out := make(map[string]string, len(m.Headers))
+	for _, h := range m.Headers {
+		v := string(h.Value)
+		if !utf8.ValidString(v) {
+			v = fmt.Sprintf("%q", h.Value)
+		}
+		out[h.Key] = v
+	}
+	return out
+}
+
+// envelope is a parsed command record.
+type envelope struct {
+	commandID  string
+	typeName   string
+	replyTopic string
+	key        string
+}
+
+// parseEnvelope checks a record's key and headers. The returned error is the
+// dead-letter reason.
+func parseEnvelope(m *kafka.Message) (envelope, error) {
+	var e envelope
+	id, ok := header(m, HeaderCommandID)
+	switch {
+	case !ok || id == "":
+		return e, fmt.Errorf("missing header %s", HeaderCommandID)
+	case len(id) > maxCommandIDLen:
+		return e, fmt.Errorf("header %s is %d bytes, limit %d", HeaderCommandID, len(id), maxCommandIDLen)
+	case !utf8.ValidString(id):
+		return e, fmt.Errorf("header %s is not valid UTF-8", HeaderCommandID)
+	}
+	e.commandID = id
+	e.typeName, _ = header(m, HeaderCommandType)
+	if e.typeName == "" {
+		return e, fmt.Errorf("missing header %s", HeaderCommandType)
+	}
+	e.replyTopic, _ = header(m, HeaderReplyTopic)
+	if len(m.Key) == 0 {
+		return e, fmt.Errorf("empty record key: the key must be the aggregate id")
+	}
+	if !utf8.Valid(m.Key) {
+		return e, fmt.Errorf("record key is not valid UTF-8")
+	}
+	e.key = string(m.Key)
+	return e, nil
+}
