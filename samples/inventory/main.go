@@ -1,0 +1,377 @@
+// Command inventory is the onceflow sample service: stock per SKU per
+// warehouse, behind an HTTP JSON API, with every command handled exactly
+// once (Kafka partition -> aggregate actor -> one fenced Postgres
+// transaction per batch).
+//
+// With no configuration it runs self-contained for development: an embedded
+// Kafka-protocol broker (kfake) persisted under ./.onceflow/kafka and a
+// private Postgres cluster under ./.onceflow/pg, so state survives restarts:
+//
+//	go run ./samples/inventory
+//
+// Configuration (a flag wins over its environment variable):
+//
+//	-kafka-brokers  KAFKA_BROKERS   bootstrap servers; empty: embedded broker
+//	-database-url   DATABASE_URL    Postgres URL; empty: private cluster
+//	-http-addr      HTTP_ADDR       API listen address (127.0.0.1:8080)
+//	-instance-id    INSTANCE_ID     name in partition claims and logs
+//	-topic          TOPIC           command topic (inventory.commands)
+//	-partitions     PARTITIONS      partitions when the topic is created (12)
+//	-data-dir       ONCEFLOW_DATA_DIR  embedded state (./.onceflow)
+//	-embedded-kafka-port EMBEDDED_KAFKA_PORT  (9092)
+//	-log-format     LOG_FORMAT      text or json (text)
+//	-log-level      LOG_LEVEL       debug, info, warn, error (info)
+//
+// Several instances can serve the same topic and database: they share the
+// partitions through the consumer group and the fenced claims. Run the first
+// one with the embedded broker and database, and point the others at them
+// with KAFKA_BROKERS and DATABASE_URL (both printed at start-up) and another
+// HTTP_ADDR and INSTANCE_ID. Embedded services stop with the instance that
+// started them, so for a longer-lived setup run `onceflow dev-broker` and a
+// Postgres of your own.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/onceflow/onceflow/actor"
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/samples/inventory/api"
+	"github.com/onceflow/onceflow/samples/inventory/stock"
+	"github.com/onceflow/onceflow/txn"
+)
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "inventory:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, stop, cfg, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "inventory:", err)
+		os.Exit(1)
+	}
+}
+
+type config struct {
+	brokers      string
+	databaseURL  string
+	httpAddr     string
+	instanceID   string
+	topic        string
+	partitions   int
+	dataDir      string
+	embeddedPort int
+	logFormat    string
+	logLevel     slog.Level
+}
+
+// parseConfig reads flags, falling back to environment variables, then to
+// defaults.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
+	env := func(k, def string) string {
+		if v := strings.TrimSpace(getenv(k)); v != "" {
+			return v
+		}
+		return def
+	}
+	envInt := func(k string, def int) (int, error) {
+		v := getenv(k)
+		if strings.TrimSpace(v) == "" {
+			return def, nil
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			return 0, fmt.Errorf("%s=%q: not an integer", k, v)
+		}
+		return n, nil
+	}
+	partitions, err1 := envInt("PARTITIONS", 12)
+	port, err2 := envInt("EMBEDDED_KAFKA_PORT", 9092)
+	if err := errors.Join(err1, err2); err != nil {
+		return config{}, err
+	}
+
+	var c config
+	var level string
+	fs := flag.NewFlagSet("inventory", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.brokers, "kafka-brokers", env("KAFKA_BROKERS", ""), "Kafka bootstrap servers `host:port,...` (env KAFKA_BROKERS); empty starts an embedded broker")
+	fs.StringVar(&c.databaseURL, "database-url", env("DATABASE_URL", ""), "Postgres `URL` (env DATABASE_URL); empty starts a private cluster")
+	fs.StringVar(&c.httpAddr, "http-addr", env("HTTP_ADDR", "127.0.0.1:8080"), "API listen `address` (env HTTP_ADDR)")
+	fs.StringVar(&c.instanceID, "instance-id", env("INSTANCE_ID", ""), "instance name in claims and logs (env INSTANCE_ID); default host-pid-random")
+	fs.StringVar(&c.topic, "topic", env("TOPIC", "inventory.commands"), "command topic (env TOPIC)")
+	fs.IntVar(&c.partitions, "partitions", partitions, "partitions of the topics when they are created (env PARTITIONS)")
+	fs.StringVar(&c.dataDir, "data-dir", env("ONCEFLOW_DATA_DIR", ".onceflow"), "`dir`ectory of the embedded broker and database state (env ONCEFLOW_DATA_DIR)")
+	fs.IntVar(&c.embeddedPort, "embedded-kafka-port", port, "port of the embedded broker (env EMBEDDED_KAFKA_PORT)")
+	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
+	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn or error (env LOG_LEVEL)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: inventory [flags]\n\nThe onceflow inventory sample service. With no configuration it starts an\nembedded Kafka broker and a private Postgres under -data-dir.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	var errs []error
+	if err := c.logLevel.UnmarshalText([]byte(level)); err != nil {
+		errs = append(errs, fmt.Errorf("log level %q: want debug, info, warn or error", level))
+	}
+	if c.logFormat != "text" && c.logFormat != "json" {
+		errs = append(errs, fmt.Errorf("log format %q: want text or json", c.logFormat))
+	}
+	if _, _, err := net.SplitHostPort(c.httpAddr); err != nil {
+		errs = append(errs, fmt.Errorf("http address %q: %w", c.httpAddr, err))
+	}
+	if c.partitions < 1 || c.partitions > 10_000 {
+		errs = append(errs, fmt.Errorf("partitions must be in [1, 10000], got %d", c.partitions))
+	}
+	if c.embeddedPort < 0 || c.embeddedPort > 65535 {
+		errs = append(errs, fmt.Errorf("embedded kafka port must be in [0, 65535], got %d", c.embeddedPort))
+	}
+	if strings.TrimSpace(c.topic) == "" {
+		errs = append(errs, errors.New("topic is empty"))
+	}
+	return c, errors.Join(errs...)
+}
+
+func newLogger(c config, w io.Writer) *slog.Logger {
+	o := &slog.HandlerOptions{Level: c.logLevel}
+	if c.logFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// run starts everything, serves until ctx is done or a part fails, and shuts
+// down in the reverse order. stopSignals is called on the first signal so
+// that a second Ctrl-C kills the process the default way.
+func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer) (err error) {
+	log := newLogger(c, stderr)
+	slog.SetDefault(log)
+
+	// cleanup runs the registered closers in reverse order on the way out.
+	var closers []func()
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}()
+
+	// Kafka.
+	brokers := c.brokers
+	var kafkaProps map[string]string
+	if brokers == "" {
+		dir := filepath.Join(c.dataDir, "kafka")
+		b, err := devenv.StartBroker(ctx, devenv.BrokerOptions{
+			DataDir: dir, Port: c.embeddedPort, Partitions: c.partitions,
+			Topics: []string{c.topic, c.topic + ".replies"}, Logger: log,
+		})
+		if errors.Is(err, devenv.ErrPortInUse) {
+			return fmt.Errorf("%w\nIs another instance running with the embedded broker? Share it with KAFKA_BROKERS=127.0.0.1:%d, or pick another -embedded-kafka-port", err, c.embeddedPort)
+		}
+		if err != nil {
+			return err
+		}
+		closers = append(closers, b.Close)
+		brokers = b.Addr()
+		// kfake does not do client telemetry; without this every
+		// librdkafka client logs about it.
+		kafkaProps = map[string]string{"enable.metrics.push": "false"}
+		log.Info("embedded Kafka broker started", "addr", brokers, "data_dir", dir)
+	}
+
+	// Postgres.
+	dsn := c.databaseURL
+	if dsn == "" {
+		dir, err := filepath.Abs(filepath.Join(c.dataDir, "pg"))
+		if err != nil {
+			return err
+		}
+		pg, err := devenv.StartPostgres(ctx, devenv.PostgresOptions{Dir: dir, Database: "inventory", Logger: log})
+		if err != nil {
+			return err
+		}
+		closers = append(closers, func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := pg.Close(sctx); err != nil {
+				log.Error("stop embedded postgres", "err", err)
+			}
+		})
+		dsn = pg.DSN()
+		log.Info("embedded Postgres ready", "dsn", dsn, "dir", dir, "adopted", pg.Adopted())
+	}
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	closers = append(closers, pool.Close)
+	if err := pool.Ping(ctx); err != nil {
+		return fmt.Errorf("database %s: %w", redact(dsn), err)
+	}
+	applied, err := txn.Migrate(ctx, pool)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	log.Info("schema migrated", "applied", applied)
+
+	// The aggregate, the runtime serving it and the client sending to it.
+	agg, err := stock.NewAggregate()
+	if err != nil {
+		return err
+	}
+	shared := []actor.SharedOption{
+		actor.WithBrokers(brokers), actor.WithTopic(c.topic), actor.WithLogger(log),
+		actor.WithCreateTopics(c.partitions),
+	}
+	if kafkaProps != nil {
+		shared = append(shared, actor.WithKafkaConfig(kafkaProps))
+	}
+	rtOpts := make([]actor.Option, 0, len(shared)+1)
+	for _, o := range shared {
+		rtOpts = append(rtOpts, o)
+	}
+	if c.instanceID != "" {
+		rtOpts = append(rtOpts, actor.WithInstanceID(c.instanceID))
+	}
+	rt, err := actor.NewRuntime(agg, pool, rtOpts...)
+	if err != nil {
+		return fmt.Errorf("runtime: %w", err)
+	}
+	rtCtx, cancelRuntime := context.WithCancel(context.WithoutCancel(ctx))
+	rtDone := make(chan error, 1)
+	go func() { rtDone <- rt.Run(rtCtx) }()
+	closers = append(closers, func() {
+		cancelRuntime()
+		select {
+		case err := <-rtDone:
+			if err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("runtime stopped with an error", "err", err)
+			}
+		case <-time.After(30 * time.Second):
+			log.Error("runtime did not stop within 30s; exiting anyway (uncommitted batches are fenced on the next claim)")
+		}
+	})
+
+	clOpts := make([]actor.ClientOption, 0, len(shared)+1)
+	for _, o := range shared {
+		clOpts = append(clOpts, o)
+	}
+	clOpts = append(clOpts, actor.WithResults(txn.NewStore(pool), time.Second))
+	client, err := actor.NewClient(ctx, agg.Registry, clOpts...)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	closers = append(closers, func() {
+		if err := client.Close(); err != nil {
+			log.Error("close client", "err", err)
+		}
+	})
+
+	// The API.
+	handler, err := api.New(api.Config{
+		Sender: client,
+		Reader: api.NewStoreReader(agg, eventsource.NewEventStore(pool)),
+		Health: pool.Ping,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", c.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http: %w", err)
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      api.DefaultSendTimeout + 20*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Serve(ln) }()
+	banner(stderr, "http://"+ln.Addr().String(), brokers, c)
+
+	// Serve until a signal or a failure.
+	var failure error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down (Ctrl-C again to force)")
+	case err := <-rtDone:
+		failure = fmt.Errorf("runtime stopped: %w", err)
+		rtDone <- err // for the closer
+	case err := <-httpDone:
+		failure = fmt.Errorf("http server: %w", err)
+	}
+	stopSignals()
+
+	// In-flight requests wait for outcomes from the runtime, so the HTTP
+	// server drains first; the closers then stop the client, the runtime,
+	// the pool and the embedded services.
+	sctx, cancel := context.WithTimeout(context.Background(), api.DefaultSendTimeout+5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	return failure
+}
+
+func banner(w io.Writer, url, brokers string, c config) {
+	base := url + "/v1/stock/ams-1/MUG-BLUE"
+	fmt.Fprintf(w, `
+  onceflow inventory sample
+    API     %s
+    Kafka   %s  topic %s
+    health  %s/healthz
+
+  Try:
+    curl -s -X POST %s/receive -H 'Content-Type: application/json' -d '{"qty": 10}'
+    curl -s -X POST %s/reserve -H 'Content-Type: application/json' -H 'Idempotency-Key: order-7' -d '{"reservation_id": "order-7", "qty": 3}'
+    curl -s %s
+
+`, url, brokers, c.topic, url, base, base, base)
+}
+
+// redact hides a password in a database URL for logs and errors.
+func redact(dsn string) string {
+	at := strings.LastIndex(dsn, "@")
+	scheme := strings.Index(dsn, "://")
+	if at < 0 || scheme < 0 || at < scheme {
+		return dsn
+	}
+	userinfo := dsn[scheme+3 : at]
+	if user, _, ok := strings.Cut(userinfo, ":"); ok {
+		return dsn[:scheme+3] + user + ":xxxxx" + dsn[at:]
+	}
+	return dsn
+}
