@@ -33,6 +33,7 @@ func rawPool(t *testing.T) *pgxpool.Pool {
 }
 
 func TestMigrationsEmbedded(t *testing.T) {
+	t.Parallel()
 	ms, err := txn.Migrations()
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +44,7 @@ func TestMigrationsEmbedded(t *testing.T) {
 }
 
 func TestLoadMigrationsRejectsBadFiles(t *testing.T) {
+	t.Parallel()
 	for name, files := range map[string]fstest.MapFS{
 		"bad name": {"m/1_x.sql": {}},
 		"gap":      {"m/0001_a.sql": {}, "m/0003_c.sql": {}},
@@ -57,6 +59,7 @@ func TestLoadMigrationsRejectsBadFiles(t *testing.T) {
 }
 
 func TestMigrateIdempotent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := rawPool(t)
 	ms, _ := txn.Migrations()
@@ -78,6 +81,7 @@ func TestMigrateIdempotent(t *testing.T) {
 }
 
 func TestMigrateConcurrent(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := rawPool(t)
 	const n = 6
@@ -106,6 +110,7 @@ func TestMigrateConcurrent(t *testing.T) {
 }
 
 func TestMigrateRefusesNewerDatabase(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := rawPool(t)
 	if _, err := txn.Migrate(ctx, pool); err != nil {
@@ -121,6 +126,7 @@ func TestMigrateRefusesNewerDatabase(t *testing.T) {
 }
 
 func TestMigrateFailureRollsBack(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := rawPool(t)
 	ms, _ := txn.Migrations()

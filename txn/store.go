@@ -3,10 +3,18 @@ package txn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/onceflow/onceflow/eventsource"
 )
 
 // Store runs the protocol's statements on a pgx pool. It is safe for
@@ -41,22 +49,96 @@ func NewStore(pool *pgxpool.Pool, opts ...Option) *Store {
 // Pool returns the underlying pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
+// querier is what the read helpers need: a pool or a transaction.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at`
+
+func scanClaim(row pgx.Row, c *Claim) error {
+	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt)
+}
+
 // Claim takes ownership of a partition for owner: it inserts the claim row if
 // missing, increments its epoch and returns the new claim. The row lock waits
 // (at most the lock timeout) for a previous owner's in-flight batch
 // transaction, so the returned NextOffset includes everything that committed.
+//
+// From the moment Claim returns, every Commit carrying an older epoch fails
+// with ErrFenced. A lock timeout returns an error wrapping
+// ErrClaimLockTimeout; nothing changed and IsRetryable reports true. ctx
+// bounds the call.
 func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Claim, error) {
-	return Claim{}, errors.New("TODO")
+	if err := checkKey(key); err != nil {
+		return Claim{}, fmt.Errorf("txn: claim: %w", err)
+	}
+	c := Claim{PartitionKey: key}
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// lock_timeout bounds only the wait for the row lock; SET LOCAL
+		// (is_local = true) scopes it to this transaction so the pooled
+		// connection keeps its default. 0 would mean "wait forever".
+		timeout := max(s.lockTimeout.Milliseconds(), 1)
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", strconv.FormatInt(timeout, 10)+"ms"); err != nil {
+			return err
+		}
+		// ON CONFLICT DO UPDATE waits for the row lock of an in-flight
+		// Commit and then updates the row version that Commit wrote, so
+		// RETURNING includes its next_offset.
+		return scanClaim(tx.QueryRow(ctx, `
+			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at)
+			VALUES ($1, $2, $3, 1, $4, now())
+			ON CONFLICT (group_id, topic, partition) DO UPDATE
+			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at
+			RETURNING `+claimColumns, key.Group, key.Topic, key.Partition, owner), &c)
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "55P03" {
+			return Claim{}, fmt.Errorf("%w: %s[%d] group %q: the claim row stayed locked longer than %s, most likely by the previous owner's batch transaction (stuck or slow; see pg_stat_activity): %w",
+				ErrClaimLockTimeout, key.Topic, key.Partition, key.Group, s.lockTimeout, err)
+		}
+		return Claim{}, fmt.Errorf("txn: claim %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
+	}
+	s.log.LogAttrs(ctx, slog.LevelDebug, "txn: claimed partition",
+		slog.String("group", key.Group), slog.String("topic", key.Topic), slog.Int("partition", int(key.Partition)),
+		slog.Int64("epoch", c.Epoch), slog.Int64("next_offset", c.NextOffset), slog.String("owner", owner))
+	return c, nil
 }
 
 // ReadClaim returns a partition's claim row, or ErrNotFound.
 func (s *Store) ReadClaim(ctx context.Context, key PartitionKey) (Claim, error) {
-	return Claim{}, errors.New("TODO")
+	return readClaim(ctx, s.pool, key)
+}
+
+func readClaim(ctx context.Context, q querier, key PartitionKey) (Claim, error) {
+	var c Claim
+	err := scanClaim(q.QueryRow(ctx, `SELECT `+claimColumns+` FROM onceflow.partition_claims
+		WHERE group_id = $1 AND topic = $2 AND partition = $3`, key.Group, key.Topic, key.Partition), &c)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Claim{}, fmt.Errorf("%w: claim %s[%d] group %q", ErrNotFound, key.Topic, key.Partition, key.Group)
+	}
+	if err != nil {
+		return Claim{}, fmt.Errorf("txn: read claim %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
+	}
+	return c, nil
 }
 
 // Claims lists the claim rows of a group ("" for all), ordered by topic and partition.
 func (s *Store) Claims(ctx context.Context, group string) ([]Claim, error) {
-	return nil, errors.New("TODO")
+	rows, _ := s.pool.Query(ctx, `SELECT `+claimColumns+` FROM onceflow.partition_claims
+		WHERE $1 = '' OR group_id = $1
+		ORDER BY topic, partition, group_id`, group)
+	claims, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claim, error) {
+		var c Claim
+		err := scanClaim(r, &c)
+		return c, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("txn: list claims: %w", err)
+	}
+	return claims, nil
 }
 
 // Commit writes a batch in one transaction and moves the claim's next_offset
@@ -66,21 +148,202 @@ func (s *Store) Claims(ctx context.Context, group string) ([]Claim, error) {
 // was written, unless the error is ambiguous (the connection broke during
 // COMMIT): a retry of the same batch then fails as fenced with SelfFenced()
 // true, which is the signal to reload from Postgres.
+//
+// A malformed batch fails with ErrInvalidBatch before anything is sent. A
+// result whose command id already has a stored result fails with
+// ErrDuplicateCommand; an event whose aggregate version is taken fails with
+// eventsource.ErrConcurrencyConflict. IsRetryable classifies the rest.
+//
+// Commit is safe for concurrent use, but the protocol has one writer per
+// partition: batches of one partition must be committed one after another.
+// ctx bounds the whole transaction.
 func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
-	return Committed{}, errors.New("TODO")
+	if err := validateBatch(b); err != nil {
+		return Committed{}, err
+	}
+	key := b.Claim.PartitionKey
+	next := Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events))}
+
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: begin: %w", key.Topic, key.Partition, err)
+	}
+	// A no-op after a successful Commit. WithoutCancel: a cancelled ctx must
+	// still release the connection cleanly (pgx closes it if it cannot).
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+
+	// The fenced compare-and-set runs FIRST, not last:
+	//  - it takes the claim row lock at the start, so the rest of the
+	//    transaction runs as the partition's proven single writer; a
+	//    concurrent Claim by a new owner waits for our commit (and then
+	//    returns our next_offset), and a Claim that got there first makes
+	//    us fail here, after one statement, before we ship any COPY data;
+	//  - a zombie writer never reaches the event inserts, so it cannot
+	//    block on, or collide with, the new owner's uncommitted rows in the
+	//    (partition, seq) and (aggregate, version) indexes, which would
+	//    surface as a misleading concurrency conflict instead of a fence.
+	// The cost is holding the row lock for the whole batch transaction,
+	// which only delays a Claim of this same partition: exactly what the
+	// protocol wants. The updated row is invisible to others until commit
+	// and vanishes on rollback, so moving next_offset early is harmless.
+	tag, err := tx.Exec(ctx, `
+		UPDATE onceflow.partition_claims
+		SET next_offset = $1, next_seq = $2, committed_at = now()
+		WHERE group_id = $3 AND topic = $4 AND partition = $5
+		  AND epoch = $6 AND next_offset = $7 AND next_seq = $8`,
+		next.NextOffset, next.NextSeq, key.Group, key.Topic, key.Partition,
+		b.Claim.Epoch, b.Claim.NextOffset, b.Claim.NextSeq)
+	if err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced update: %w", key.Topic, key.Partition, err)
+	}
+	if tag.RowsAffected() == 0 {
+		// READ COMMITTED: this statement sees the latest committed claim.
+		cur, err := readClaim(ctx, tx, key)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced, and reading the claim failed: %w", key.Topic, key.Partition, err)
+		}
+		cur.PartitionKey = key
+		fe := &FencedError{Key: key, Epoch: b.Claim.Epoch, ExpectedOffset: b.Claim.NextOffset, ExpectedSeq: b.Claim.NextSeq, Current: cur}
+		s.log.LogAttrs(ctx, slog.LevelInfo, "txn: commit fenced", slog.String("error", fe.Error()), slog.Bool("self_fenced", fe.SelfFenced()))
+		return Committed{}, fe
+	}
+
+	if err := eventsource.AppendTx(ctx, tx, b.Events); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+	}
+	if err := eventsource.PutSnapshotsTx(ctx, tx, b.Snapshots); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+	}
+	if err := copyResults(ctx, tx, key, b.Results); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+	}
+	if err := copyDeadLetters(ctx, tx, key, b.DeadLetters); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+	}
+	if b.InTx != nil {
+		if err := b.InTx(ctx, tx); err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: InTx: %w", key.Topic, key.Partition, err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: commit: %w", key.Topic, key.Partition, err)
+	}
+	return next, nil
+}
+
+const resultColumns = `command_id, group_id, topic, partition, "offset", aggregate_type, aggregate_id, outcome,
+	first_version, last_version, first_seq, last_seq, reason, recorded_at`
+
+func copyResults(ctx context.Context, tx pgx.Tx, key PartitionKey, rs []CommandResult) error {
+	if len(rs) == 0 {
+		return nil
+	}
+	src := pgx.CopyFromSlice(len(rs), func(i int) ([]any, error) {
+		r := &rs[i]
+		return []any{r.CommandID, key.Group, key.Topic, key.Partition, r.Offset, r.AggregateType, r.AggregateID,
+			string(r.Outcome), r.FirstVersion, r.LastVersion, r.FirstSeq, r.LastSeq, cleanText(r.Reason)}, nil
+	})
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "command_results"},
+		[]string{"command_id", "group_id", "topic", "partition", "offset", "aggregate_type", "aggregate_id",
+			"outcome", "first_version", "last_version", "first_seq", "last_seq", "reason"}, src)
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "command_results_pkey" {
+			return fmt.Errorf("%w (%s): %w", ErrDuplicateCommand, pgErr.Detail, err)
+		}
+		return fmt.Errorf("store command results: %w", err)
+	}
+	return nil
+}
+
+func copyDeadLetters(ctx context.Context, tx pgx.Tx, key PartitionKey, dls []DeadLetter) error {
+	if len(dls) == 0 {
+		return nil
+	}
+	src := pgx.CopyFromSlice(len(dls), func(i int) ([]any, error) {
+		d := &dls[i]
+		// jsonb cannot hold invalid UTF-8 or \u0000, and a dead letter must
+		// never fail to store: such bytes in headers are replaced (the raw
+		// key and value are bytea and kept exactly).
+		h := make(map[string]string, len(d.Headers))
+		for k, v := range d.Headers {
+			h[cleanText(k)] = cleanText(v)
+		}
+		return []any{key.Group, key.Topic, key.Partition, d.Offset, cleanText(d.CommandID), d.Key, d.Value, h, cleanText(d.Error)}, nil
+	})
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "dead_letters"},
+		[]string{"group_id", "topic", "partition", "offset", "command_id", "key", "value", "headers", "error"}, src)
+	if err != nil {
+		return fmt.Errorf("store dead letters: %w", err)
+	}
+	return nil
+}
+
+// cleanText makes s storable in a text or jsonb column: Postgres rejects
+// NUL and invalid UTF-8. Used only for descriptive fields (reasons, errors,
+// headers), never for identifiers.
+func cleanText(s string) string {
+	if utf8.ValidString(s) && !strings.ContainsRune(s, 0) {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
 // LookupResults returns the stored results of those ids that have one.
+// One query whatever the number of ids.
 func (s *Store) LookupResults(ctx context.Context, ids []string) (map[string]CommandResult, error) {
-	return nil, errors.New("TODO")
+	out := make(map[string]CommandResult, len(ids))
+	if len(ids) == 0 {
+		return out, nil
+	}
+	rows, _ := s.pool.Query(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results WHERE command_id = ANY($1)`, ids)
+	var r CommandResult
+	_, err := pgx.ForEachRow(rows, resultDest(&r), func() error {
+		out[r.CommandID] = r
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("txn: lookup results: %w", err)
+	}
+	return out, nil
+}
+
+func resultDest(r *CommandResult) []any {
+	return []any{&r.CommandID, &r.Group, &r.Topic, &r.Partition, &r.Offset, &r.AggregateType, &r.AggregateID, &r.Outcome,
+		&r.FirstVersion, &r.LastVersion, &r.FirstSeq, &r.LastSeq, &r.Reason, &r.RecordedAt}
 }
 
 // Result returns one command's stored result, or ErrNotFound.
 func (s *Store) Result(ctx context.Context, commandID string) (CommandResult, error) {
-	return CommandResult{}, errors.New("TODO")
+	var r CommandResult
+	err := s.pool.QueryRow(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results WHERE command_id = $1`, commandID).Scan(resultDest(&r)...)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return CommandResult{}, fmt.Errorf("%w: command %q", ErrNotFound, commandID)
+	}
+	if err != nil {
+		return CommandResult{}, fmt.Errorf("txn: result of command %q: %w", commandID, err)
+	}
+	return r, nil
 }
 
 // DeadLetters lists dead letters in id order.
 func (s *Store) DeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadLetter, error) {
-	return nil, errors.New("TODO")
+	limit := q.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	rows, _ := s.pool.Query(ctx, `
+		SELECT id, group_id, topic, partition, "offset", command_id, key, value, headers, error, recorded_at
+		FROM onceflow.dead_letters
+		WHERE ($1 = '' OR group_id = $1) AND ($2 = '' OR topic = $2) AND id > $3
+		ORDER BY id LIMIT $4`, q.Group, q.Topic, q.AfterID, limit)
+	dls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
+		var d DeadLetter
+		err := r.Scan(&d.ID, &d.Group, &d.Topic, &d.Partition, &d.Offset, &d.CommandID, &d.Key, &d.Value, &d.Headers, &d.Error, &d.RecordedAt)
+		return d, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("txn: list dead letters: %w", err)
+	}
+	return dls, nil
 }

@@ -87,9 +87,10 @@ type Batch struct {
 	Results []CommandResult
 	// DeadLetters of this batch.
 	DeadLetters []DeadLetter
-	// InTx, when set, runs inside the transaction after the writes above and
-	// before the fenced offset update (for inline read models). An error
-	// rolls the batch back.
+	// InTx, when set, runs inside the transaction after the fenced offset
+	// update and the writes above, just before COMMIT (for inline read
+	// models). It runs only when the fence held, so it never does work for
+	// a zombie. An error rolls the whole batch back.
 	InTx func(ctx context.Context, tx pgx.Tx) error
 }
 

@@ -35,8 +35,10 @@ CREATE TABLE onceflow.events (
     metadata       bytea,
     command_id     text        NOT NULL DEFAULT '',
     recorded_at    timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (partition, seq),
-    UNIQUE (aggregate_type, aggregate_id, version)
+    -- Named constraints: the Go code maps their violations to errors
+    -- (eventsource.ErrConcurrencyConflict for the version).
+    CONSTRAINT events_partition_seq_pkey PRIMARY KEY (partition, seq),
+    CONSTRAINT events_aggregate_version_key UNIQUE (aggregate_type, aggregate_id, version)
 );
 
 CREATE TABLE onceflow.snapshots (
@@ -51,7 +53,7 @@ CREATE TABLE onceflow.snapshots (
 -- Idempotency: one row per command id ever handled. A command id seen again
 -- returns this row and changes nothing.
 CREATE TABLE onceflow.command_results (
-    command_id     text        PRIMARY KEY,
+    command_id     text        CONSTRAINT command_results_pkey PRIMARY KEY,
     group_id       text        NOT NULL,
     topic          text        NOT NULL,
     partition      integer     NOT NULL,
@@ -81,5 +83,5 @@ CREATE TABLE onceflow.dead_letters (
     headers     jsonb       NOT NULL DEFAULT '{}'::jsonb,
     error       text        NOT NULL,
     recorded_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (group_id, topic, partition, "offset")
+    CONSTRAINT dead_letters_offset_key UNIQUE (group_id, topic, partition, "offset")
 );
