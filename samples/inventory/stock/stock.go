@@ -54,7 +54,7 @@ func Decide(s State, cmd Command) ([]Event, error) {
 			return nil, err
 		}
 		if _, ok := s.Reservations[c.ReservationID]; ok {
-			return nil, fmt.Errorf("%w: reservation %q is already open", ErrDuplicateReservation, c.ReservationID)
+			return nil, fmt.Errorf("%w: %q is already open", ErrDuplicateReservation, c.ReservationID)
 		}
 		if c.Qty > s.Available() {
 			return nil, fmt.Errorf("%w: requested %d, available %d", ErrInsufficientStock, c.Qty, s.Available())
@@ -219,7 +219,7 @@ func openReservation(s State, id string) (int64, error) {
 	}
 	qty, ok := s.Reservations[id]
 	if !ok {
-		return 0, fmt.Errorf("%w: no open reservation %q", ErrUnknownReservation, id)
+		return 0, fmt.Errorf("%w: %q is not open (never made, or already shipped or released)", ErrUnknownReservation, id)
 	}
 	return qty, nil
 }

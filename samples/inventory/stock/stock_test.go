@@ -103,7 +103,7 @@ func TestReserve(t *testing.T) {
 			name:    "duplicate id",
 			given:   append(received, stock.StockReserved{ReservationID: "o-1", Qty: 1}),
 			when:    stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 1},
-			wantErr: stock.ErrDuplicateReservation, wantMsg: `duplicate reservation: reservation "o-1" is already open`,
+			wantErr: stock.ErrDuplicateReservation, wantMsg: `duplicate reservation: "o-1" is already open`,
 		},
 		{
 			name:  "id reusable after release",
@@ -123,7 +123,7 @@ func TestRelease(t *testing.T) {
 	reserved := []stock.Event{stock.StockReceived{Qty: 10}, stock.StockReserved{ReservationID: "o-1", Qty: 4}}
 	run(t, []scenario{
 		{name: "release", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, then: []stock.Event{stock.ReservationReleased{ReservationID: "o-1", Qty: 4}}},
-		{name: "unknown", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-2"}, wantErr: stock.ErrUnknownReservation, wantMsg: `unknown reservation: no open reservation "o-2"`},
+		{name: "unknown", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-2"}, wantErr: stock.ErrUnknownReservation, wantMsg: `unknown reservation: "o-2" is not open (never made, or already shipped or released)`},
 		{name: "twice", given: append(reserved, stock.ReservationReleased{ReservationID: "o-1", Qty: 4}), when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrUnknownReservation},
 		{name: "after ship", given: append(reserved, stock.ReservationShipped{ReservationID: "o-1", Qty: 4}), when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrUnknownReservation},
 		{name: "empty id", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku}, wantErr: stock.ErrInvalidCommand},
