@@ -148,19 +148,23 @@ type running struct {
 	rt     *actor.Runtime
 	cancel context.CancelFunc
 	done   chan error
+	once   sync.Once
 }
 
+// stop cancels the runtime and waits for Run to return. Idempotent.
 func (r *running) stop(t *testing.T) {
 	t.Helper()
-	r.cancel()
-	select {
-	case err := <-r.done:
-		if err != nil {
-			t.Errorf("runtime %s: %v", r.rt.InstanceID(), err)
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			if err != nil {
+				t.Errorf("runtime %s: %v", r.rt.InstanceID(), err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Errorf("runtime %s did not stop within 60s", r.rt.InstanceID())
 		}
-	case <-time.After(60 * time.Second):
-		t.Errorf("runtime %s did not stop within 60s", r.rt.InstanceID())
-	}
+	})
 }
 
 func (e *env) start(id string, opts ...actor.Option) *running {
@@ -177,8 +181,7 @@ func (e *env) start(id string, opts ...actor.Option) *running {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{rt: rt, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- rt.Run(ctx) }()
-	var once sync.Once
-	e.t.Cleanup(func() { once.Do(func() { r.stop(e.t) }) })
+	e.t.Cleanup(func() { r.stop(e.t) })
 	return r
 }
 

@@ -45,6 +45,11 @@ type Runtime struct {
 	ctlMu sync.Mutex
 	ctl   []controlMsg
 	ctlN  atomic.Int32
+
+	// pollStall, when set, blocks the poll loop until the channel is
+	// closed. Only tests set it (export_test.go), to freeze an instance
+	// the way SIGSTOP would.
+	pollStall atomic.Pointer[chan struct{}]
 }
 
 type partitionHandle struct {
@@ -189,6 +194,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 func (r *Runtime) loop(ctx context.Context) error {
 	lastTick := time.Now()
 	for ctx.Err() == nil {
+		if ch := r.pollStall.Load(); ch != nil {
+			<-*ch
+		}
 		switch e := r.consumer.Poll(100).(type) {
 		case *kafka.Message:
 			r.route(e)
