@@ -2,7 +2,6 @@ package txn_test
 
 import (
 	"context"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -14,8 +13,6 @@ import (
 	"github.com/onceflow/onceflow/internal/testenv"
 	"github.com/onceflow/onceflow/txn"
 )
-
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
 
 func rawPool(t *testing.T) *pgxpool.Pool {
 	t.Helper()

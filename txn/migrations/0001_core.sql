@@ -1,5 +1,10 @@
 -- onceflow core schema. Everything lives in the "onceflow" schema so it never
 -- collides with a service's own tables (inline read models live beside it).
+--
+-- Identifier columns that are indexed (aggregate type and id, command id)
+-- use COLLATE "C": they are compared for equality only, and byte-wise
+-- comparison keeps the unique indexes cheap on databases whose default
+-- collation is a linguistic one (en_US.UTF-8 and the like).
 
 CREATE SCHEMA IF NOT EXISTS onceflow;
 
@@ -27,8 +32,8 @@ CREATE TABLE onceflow.partition_claims (
 CREATE TABLE onceflow.events (
     partition      integer     NOT NULL,
     seq            bigint      NOT NULL,
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
+    aggregate_type text        COLLATE "C" NOT NULL,
+    aggregate_id   text        COLLATE "C" NOT NULL,
     version        bigint      NOT NULL,
     type           text        NOT NULL,
     data           bytea       NOT NULL,
@@ -42,8 +47,8 @@ CREATE TABLE onceflow.events (
 );
 
 CREATE TABLE onceflow.snapshots (
-    aggregate_type text        NOT NULL,
-    aggregate_id   text        NOT NULL,
+    aggregate_type text        COLLATE "C" NOT NULL,
+    aggregate_id   text        COLLATE "C" NOT NULL,
     version        bigint      NOT NULL,
     state          bytea       NOT NULL,
     updated_at     timestamptz NOT NULL DEFAULT now(),
@@ -53,7 +58,7 @@ CREATE TABLE onceflow.snapshots (
 -- Idempotency: one row per command id ever handled. A command id seen again
 -- returns this row and changes nothing.
 CREATE TABLE onceflow.command_results (
-    command_id     text        CONSTRAINT command_results_pkey PRIMARY KEY,
+    command_id     text        COLLATE "C" CONSTRAINT command_results_pkey PRIMARY KEY,
     group_id       text        NOT NULL,
     topic          text        NOT NULL,
     partition      integer     NOT NULL,
