@@ -1,0 +1,196 @@
+// Command onceflow-bench pushes commands through one runtime instance end to
+// end (client produce, consume, decide, fenced batch commit, reply to the
+// client) and reports commands per second for batch size 1 and for the
+// default batch. Its last line is machine-readable:
+//
+//	BENCH batched_cmds_per_s=<n> batch1_cmds_per_s=<n>
+//
+// By default it starts an embedded Kafka-protocol broker and a private
+// Postgres cluster (fsync on) in a temporary directory; KAFKA_BROKERS and
+// DATABASE_URL point it at real infrastructure instead (it creates and drops
+// its own databases there).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/onceflow/onceflow/actor"
+	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/internal/pgcluster"
+	"github.com/onceflow/onceflow/samples/inventory/stock"
+)
+
+type params struct {
+	n, n1, aggregates, inflight, partitions, batch int
+	wait                                           time.Duration
+	verbose                                        bool
+}
+
+func main() {
+	var p params
+	flag.IntVar(&p.n, "n", 100_000, "commands for the batched run")
+	flag.IntVar(&p.n1, "n1", 2_000, "commands for the batch-size-1 run")
+	flag.IntVar(&p.aggregates, "aggregates", 2_000, "distinct aggregates (SKUs) the commands spread over")
+	flag.IntVar(&p.inflight, "inflight", 8_000, "commands in flight at once (concurrent Send calls)")
+	flag.IntVar(&p.partitions, "partitions", 12, "partitions of the command topic")
+	flag.IntVar(&p.batch, "batch", 1000, "max records per batch transaction in the batched run")
+	flag.DurationVar(&p.wait, "wait", 10*time.Millisecond, "max wait to fill a batch in the batched run")
+	flag.BoolVar(&p.verbose, "v", false, "log the runtime's warnings")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, p); err != nil {
+		fmt.Fprintln(os.Stderr, "onceflow-bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, p params) error {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if p.verbose {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	brokers := os.Getenv("KAFKA_BROKERS")
+	if brokers == "" {
+		b, err := devenv.StartBroker(ctx, devenv.BrokerOptions{Logger: logger})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		brokers = b.Addr()
+	}
+	adminDSN := os.Getenv("DATABASE_URL")
+	if adminDSN == "" {
+		dir, err := os.MkdirTemp("", "onceflow-bench-pg-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Logger: logger})
+		if err != nil {
+			return err
+		}
+		defer c.Stop(context.Background())
+		adminDSN = c.DSN("postgres")
+	}
+	fmt.Printf("onceflow-bench: %d cores, GOMAXPROCS %d, brokers %s, %d partitions, %d aggregates, %d in flight\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), brokers, p.partitions, p.aggregates, p.inflight)
+
+	b1, err := runOnce(ctx, p, "batch1", brokers, adminDSN, p.n1, 1, 0, logger)
+	if err != nil {
+		return fmt.Errorf("batch-size-1 run: %w", err)
+	}
+	bn, err := runOnce(ctx, p, "batched", brokers, adminDSN, p.n, p.batch, p.wait, logger)
+	if err != nil {
+		return fmt.Errorf("batched run: %w", err)
+	}
+	fmt.Printf("speed-up batched/batch1: %.1fx\n", bn/b1)
+	fmt.Printf("BENCH batched_cmds_per_s=%.0f batch1_cmds_per_s=%.0f\n", bn, b1)
+	return nil
+}
+
+func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, batch int, wait time.Duration, logger *slog.Logger) (float64, error) {
+	db := fmt.Sprintf("onceflow_bench_%s_%d", name, time.Now().UnixNano())
+	if err := pgcluster.CreateDatabase(ctx, adminDSN, db); err != nil {
+		return 0, err
+	}
+	defer pgcluster.DropDatabase(context.Background(), adminDSN, db)
+	cfg, err := pgxpool.ParseConfig(adminDSN)
+	if err != nil {
+		return 0, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	cfg.ConnConfig.Database = db
+	cfg.MaxConns = int32(p.partitions + 4)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer pool.Close()
+
+	agg, err := stock.NewAggregate()
+	if err != nil {
+		return 0, err
+	}
+	topic := fmt.Sprintf("bench.%s.%d", name, time.Now().UnixNano())
+	rt, err := actor.NewRuntime(agg, pool,
+		actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
+		actor.WithBatch(batch, wait), actor.WithLogger(logger), actor.WithInstanceID("bench"))
+	if err != nil {
+		return 0, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- rt.Run(rctx) }()
+	defer func() {
+		cancel()
+		<-runErr
+	}()
+	client, err := actor.NewClient(ctx, agg.Registry, actor.WithBrokers(brokers), actor.WithTopic(topic),
+		actor.WithCreateTopics(p.partitions), actor.WithLogger(logger), actor.WithSendTimeout(5*time.Minute))
+	if err != nil {
+		return 0, err
+	}
+	defer client.Close()
+
+	// Wait until every partition is claimed so the run measures steady state.
+	deadline := time.Now().Add(60 * time.Second)
+	for rt.Stats().OwnedPartitions < p.partitions {
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("runtime owns %d of %d partitions after 60s", rt.Stats().OwnedPartitions, p.partitions)
+		}
+		select {
+		case err := <-runErr:
+			return 0, fmt.Errorf("runtime stopped: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, p.inflight)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cmd := stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}
+			if _, err := client.Send(ctx, cmd); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if f := failed.Load(); f > 0 {
+		return 0, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
+	}
+	var events int64
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM onceflow.events`).Scan(&events); err != nil {
+		return 0, err
+	}
+	if events != int64(n) {
+		return 0, fmt.Errorf("%d events stored for %d accepted commands", events, n)
+	}
+	st := rt.Stats()
+	rate := float64(n) / elapsed.Seconds()
+	avgBatch := float64(st.Records) / float64(max(st.Batches, 1))
+	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v\n",
+		name, batch, n, rate, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond))
+	return rate, nil
+}
