@@ -11,4 +11,23 @@
 // the compare-and-set matches no row, the transaction rolls back and Commit
 // returns an error matching ErrFenced. Postgres, not Kafka, holds the truth
 // about what has been consumed.
+//
+// Commit runs the compare-and-set first in its transaction, taking the claim
+// row lock before any data is written: a zombie writer is rejected after one
+// statement, and a new owner's Claim waits for the in-flight batch and then
+// sees its offset. Events, results and dead letters go in with COPY and
+// snapshots with one unnest upsert, so a batch costs a fixed number of round
+// trips whatever its size (see BenchmarkCommit).
+//
+// Errors callers branch on: ErrFenced (*FencedError, stop or reload the
+// partition), ErrInvalidBatch (a caller bug), ErrDuplicateCommand (a command
+// id already has a result), eventsource.ErrConcurrencyConflict (an aggregate
+// version is taken), ErrClaimLockTimeout and ErrNotFound. IsRetryable decides
+// whether anything else is transient.
+//
+// Text stored in Postgres cannot contain NUL or invalid UTF-8. Identifiers
+// (command ids, aggregate types and ids, event types) with such bytes make
+// Commit fail with ErrInvalidBatch; descriptive text (reasons, dead letter
+// errors and headers) has them replaced with U+FFFD so a dead letter is never
+// lost. Raw record keys and values are stored byte for byte.
 package txn

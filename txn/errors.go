@@ -34,6 +34,7 @@ type FencedError struct {
 	Current        Claim // the claim row as found when the CAS missed
 }
 
+// Error describes the writer's expectation and the claim as found.
 func (e *FencedError) Error() string {
 	return fmt.Sprintf("txn: fenced: %s[%d] group %q: writer epoch %d expected offset %d seq %d, claim has epoch %d owner %q offset %d seq %d",
 		e.Key.Topic, e.Key.Partition, e.Key.Group, e.Epoch, e.ExpectedOffset, e.ExpectedSeq, e.Current.Epoch, e.Current.Owner, e.Current.NextOffset, e.Current.NextSeq)

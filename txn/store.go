@@ -31,7 +31,8 @@ type Option func(*Store)
 // WithLockTimeout bounds how long Claim waits for the previous owner's
 // in-flight transaction to release the claim row (SET LOCAL lock_timeout).
 // Default 5s. Claim runs inside the Kafka rebalance callback, so this bounds
-// how long a rebalance can be held up.
+// how long a rebalance can be held up. Values below 1ms are raised to 1ms:
+// Claim never waits without bound.
 func WithLockTimeout(d time.Duration) Option { return func(s *Store) { s.lockTimeout = d } }
 
 // WithLogger sets the logger (default slog.Default()).
