@@ -169,9 +169,15 @@ func (r *running) stop(t *testing.T) {
 
 func (e *env) start(id string, opts ...actor.Option) *running {
 	e.t.Helper()
+	return e.startWith(id, fastGroup, opts...)
+}
+
+// startWith starts a runtime with the given librdkafka properties.
+func (e *env) startWith(id string, kafkaProps map[string]string, opts ...actor.Option) *running {
+	e.t.Helper()
 	base := []actor.Option{
 		actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithInstanceID(id),
-		actor.WithLogger(testLogger(e.t).With("instance", id)), actor.WithKafkaConfig(fastGroup),
+		actor.WithLogger(testLogger(e.t)), actor.WithKafkaConfig(kafkaProps),
 		actor.WithBatch(100, 5*time.Millisecond),
 	}
 	rt, err := actor.NewRuntime(e.agg, e.pool, append(base, opts...)...)

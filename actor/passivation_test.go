@@ -1,0 +1,94 @@
+package actor_test
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/onceflow/onceflow/actor"
+	"github.com/onceflow/onceflow/txn"
+)
+
+// Idle aggregates are passivated through their parent and reloaded from
+// Postgres (snapshot + later events) on their next command.
+func TestPassivationReloadsState(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a", actor.WithPassivateAfter(100*time.Millisecond))
+	owns(t, a, testPartitions)
+	c := e.client()
+	var cmds []sent
+	for i := range 12 { // crosses the snapshot interval (5) twice
+		id := fmt.Sprintf("d-%d", i)
+		if _, err := send(t, c, Deposit{Account: "p", Amount: 10}, actor.WithCommandID(id)); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, sent{id: id, account: "p", delta: 10})
+	}
+	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.snapshots WHERE aggregate_id = 'p' AND version = 10`); n != 1 {
+		t.Fatalf("snapshot at version 10: %d rows", n)
+	}
+	eventually(t, 30*time.Second, "passivation", func() error {
+		if a.rt.Stats().Passivations == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	loads := a.rt.Stats().Loads
+	// The reloaded state must hold the full balance of 120.
+	if _, err := send(t, c, Withdraw{Account: "p", Amount: 121}, actor.WithCommandID("w-too-much")); !errors.Is(err, actor.ErrRejected) {
+		t.Fatalf("withdraw 121 of 120: %v", err)
+	}
+	o, err := send(t, c, Withdraw{Account: "p", Amount: 120}, actor.WithCommandID("w-all"))
+	if err != nil || o.FirstVersion != 13 {
+		t.Fatalf("withdraw 120 after reload: %+v %v", o, err)
+	}
+	if a.rt.Stats().Loads <= loads {
+		t.Fatal("the aggregate was not reloaded after passivation")
+	}
+	cmds = append(cmds, sent{id: "w-too-much", account: "p", delta: -121}, sent{id: "w-all", account: "p", delta: -120})
+	checkInvariants(t, e.pool, cmds)
+}
+
+// A very short passivation timeout under a steady stream: children are
+// stopped and recreated all the time. No command may be lost or applied
+// twice (a child that stopped itself would drop messages sent meanwhile).
+func TestPassivationUnderLoadLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a", actor.WithPassivateAfter(time.Millisecond), actor.WithBatch(10, time.Millisecond))
+	owns(t, a, testPartitions)
+	c := e.client(actor.WithResults(txn.NewStore(e.pool), time.Second))
+	l := startLoad(t, c, []string{"x-0", "x-1", "x-2", "x-3", "x-4", "x-5"}, 6)
+	l.waitFor(t, 600)
+	cmds := l.finish()
+	st := a.rt.Stats()
+	t.Logf("%d commands, %d passivations, %d loads", len(cmds), st.Passivations, st.Loads)
+	if st.Passivations == 0 {
+		t.Fatal("no passivation happened")
+	}
+	checkInvariants(t, e.pool, cmds)
+}
+
+// The KIP-848 consumer group protocol (group.protocol=consumer).
+func TestConsumerGroupProtocol(t *testing.T) {
+	e := newEnv(t)
+	props := map[string]string{"max.poll.interval.ms": "5000"}
+	a := e.startWith("a", props, actor.WithGroupProtocol(actor.ProtocolConsumer))
+	owns(t, a, testPartitions)
+	c := e.client()
+	if o, err := send(t, c, Deposit{Account: "k", Amount: 3}, actor.WithCommandID("k-1")); err != nil || o.Status != txn.OutcomeAccepted {
+		t.Fatalf("%+v %v", o, err)
+	}
+	b := e.startWith("b", props, actor.WithGroupProtocol(actor.ProtocolConsumer))
+	eventually(t, 60*time.Second, "partitions split between a and b", func() error {
+		sa, sb := a.rt.Stats(), b.rt.Stats()
+		if sb.OwnedPartitions == 0 || sa.OwnedPartitions+sb.OwnedPartitions != testPartitions {
+			return fmt.Errorf("a owns %d, b owns %d", sa.OwnedPartitions, sb.OwnedPartitions)
+		}
+		return nil
+	})
+	if o, err := send(t, c, Deposit{Account: "k", Amount: 4}, actor.WithCommandID("k-2")); err != nil || o.Status != txn.OutcomeAccepted {
+		t.Fatalf("%+v %v", o, err)
+	}
+	checkInvariants(t, e.pool, []sent{{id: "k-1", account: "k", delta: 3}, {id: "k-2", account: "k", delta: 4}})
+}
