@@ -482,7 +482,7 @@ func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *
 				it.firstSeq = seq
 				for j, ev := range it.events {
 					b.Events = append(b.Events, eventsource.StoredEvent{
-						Partition: key.Partition, Seq: seq, AggregateType: aggType, AggregateID: it.aggID,
+						Topic: key.Topic, Partition: key.Partition, Seq: seq, AggregateType: aggType, AggregateID: it.aggID,
 						Version: it.firstVersion + int64(j), Type: ev.typeName, Data: ev.data, CommandID: it.env.commandID,
 					})
 					seq++

@@ -28,9 +28,11 @@ func TestPassivationReloadsState(t *testing.T) {
 	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.snapshots WHERE aggregate_id = 'p' AND version = 10`); n != 1 {
 		t.Fatalf("snapshot at version 10: %d rows", n)
 	}
+	// Every child spawned for "p" (one per load) has been passivated: the
+	// aggregate is no longer in memory.
 	eventually(t, 30*time.Second, "passivation", func() error {
-		if a.rt.Stats().Passivations == 0 {
-			return errNotYet
+		if st := a.rt.Stats(); st.Passivations == 0 || st.Passivations != st.Loads {
+			return fmt.Errorf("%d loads, %d passivations", st.Loads, st.Passivations)
 		}
 		return nil
 	})

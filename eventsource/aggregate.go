@@ -12,8 +12,9 @@ const DefaultSnapshotEvery = 100
 
 // StoredEvent is one row of the event store.
 type StoredEvent struct {
-	Partition     int32  // Kafka partition of the command topic whose writer stored it
-	Seq           int64  // gap-free per-partition sequence, from 1
+	Topic         string // the command topic whose partition's writer stored it
+	Partition     int32  // that Kafka partition
+	Seq           int64  // gap-free per (Topic, Partition) sequence, from 1
 	AggregateType string // Aggregate.Type
 	AggregateID   string
 	Version       int64 // per-aggregate version, from 1, no gaps

@@ -14,7 +14,7 @@ import (
 // Constraint names from txn/migrations; violations are mapped to errors.
 const (
 	constraintEventVersion = "events_aggregate_version_key"
-	constraintEventSeq     = "events_partition_seq_pkey"
+	constraintEventSeq     = "events_topic_partition_seq_pkey"
 )
 
 // defaultReadLimit is ReadPartition's limit when none is given.
@@ -49,11 +49,11 @@ WITH snap AS (
 	WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
 )
 SELECT 0 AS kind, s.aggregate_id, s.version, s.state,
-       0::integer, 0::bigint, ''::text, NULL::bytea, ''::text, NULL::timestamptz
+       ''::text, 0::integer, 0::bigint, ''::text, NULL::bytea, ''::text, NULL::timestamptz
 FROM snap s
 UNION ALL
 SELECT 1, e.aggregate_id, e.version, e.data,
-       e.partition, e.seq, e.type, e.metadata, e.command_id, e.recorded_at
+       e.topic, e.partition, e.seq, e.type, e.metadata, e.command_id, e.recorded_at
 FROM onceflow.events e
 LEFT JOIN snap s ON s.aggregate_id = e.aggregate_id
 WHERE e.aggregate_type = $1 AND e.aggregate_id = ANY($2)
@@ -77,6 +77,7 @@ func (s *EventStore) Load(ctx context.Context, aggregateType string, ids []strin
 		id        string
 		version   int64
 		data      []byte
+		topic     string
 		partition int32
 		seq       int64
 		typ       string
@@ -84,13 +85,13 @@ func (s *EventStore) Load(ctx context.Context, aggregateType string, ids []strin
 		cmdID     string
 		at        *time.Time
 	)
-	_, err = pgx.ForEachRow(rows, []any{&kind, &id, &version, &data, &partition, &seq, &typ, &meta, &cmdID, &at}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&kind, &id, &version, &data, &topic, &partition, &seq, &typ, &meta, &cmdID, &at}, func() error {
 		l := out[id]
 		if kind == 0 {
 			l.Snapshot = &Snapshot{AggregateType: aggregateType, AggregateID: id, Version: version, State: data}
 		} else {
 			ev := StoredEvent{
-				Partition: partition, Seq: seq, AggregateType: aggregateType, AggregateID: id,
+				Topic: topic, Partition: partition, Seq: seq, AggregateType: aggregateType, AggregateID: id,
 				Version: version, Type: typ, Data: data, Metadata: meta, CommandID: cmdID,
 			}
 			if at != nil {
@@ -107,7 +108,7 @@ func (s *EventStore) Load(ctx context.Context, aggregateType string, ids []strin
 	return out, nil
 }
 
-const eventColumns = `partition, seq, aggregate_type, aggregate_id, version, type, data, metadata, command_id, recorded_at`
+const eventColumns = `topic, partition, seq, aggregate_type, aggregate_id, version, type, data, metadata, command_id, recorded_at`
 
 // ReadAggregate returns an aggregate's events with version >= fromVersion, in
 // version order.
@@ -125,23 +126,24 @@ func (s *EventStore) ReadAggregate(ctx context.Context, aggregateType, id string
 	return evs, nil
 }
 
-// ReadPartition returns up to limit events of a partition with seq >= fromSeq,
-// in seq order. Because seq is gap-free and assigned by the partition's single
-// fenced writer, a reader that tails by (partition, seq) never skips an event.
+// ReadPartition returns up to limit events of a command topic's partition
+// with seq >= fromSeq, in seq order. Because seq is gap-free and assigned by
+// the partition's single fenced writer, a reader that tails by (topic,
+// partition, seq) never skips an event.
 // limit <= 0 means 1000.
-func (s *EventStore) ReadPartition(ctx context.Context, partition int32, fromSeq int64, limit int) ([]StoredEvent, error) {
+func (s *EventStore) ReadPartition(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]StoredEvent, error) {
 	if limit <= 0 {
 		limit = defaultReadLimit
 	}
 	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` FROM onceflow.events
-		WHERE partition = $1 AND seq >= $2
-		ORDER BY seq LIMIT $3`, partition, fromSeq, limit)
+		WHERE topic = $1 AND partition = $2 AND seq >= $3
+		ORDER BY seq LIMIT $4`, topic, partition, fromSeq, limit)
 	if err != nil {
-		return nil, fmt.Errorf("eventsource: read partition %d: %w", partition, err)
+		return nil, fmt.Errorf("eventsource: read %s[%d]: %w", topic, partition, err)
 	}
 	evs, err := collectEvents(rows)
 	if err != nil {
-		return nil, fmt.Errorf("eventsource: read partition %d: %w", partition, err)
+		return nil, fmt.Errorf("eventsource: read %s[%d]: %w", topic, partition, err)
 	}
 	return evs, nil
 }
@@ -149,7 +151,7 @@ func (s *EventStore) ReadPartition(ctx context.Context, partition int32, fromSeq
 func collectEvents(rows pgx.Rows) ([]StoredEvent, error) {
 	var evs []StoredEvent
 	var e StoredEvent
-	_, err := pgx.ForEachRow(rows, []any{&e.Partition, &e.Seq, &e.AggregateType, &e.AggregateID, &e.Version, &e.Type, &e.Data, &e.Metadata, &e.CommandID, &e.RecordedAt}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&e.Topic, &e.Partition, &e.Seq, &e.AggregateType, &e.AggregateID, &e.Version, &e.Type, &e.Data, &e.Metadata, &e.CommandID, &e.RecordedAt}, func() error {
 		evs = append(evs, e)
 		e = StoredEvent{} // the scanned byte slices must not be shared
 		return nil
@@ -157,7 +159,7 @@ func collectEvents(rows pgx.Rows) ([]StoredEvent, error) {
 	return evs, err
 }
 
-// AppendTx writes events inside tx with COPY. Partition, Seq and Version must
+// AppendTx writes events inside tx with COPY. Topic, Partition, Seq and Version must
 // be set by the caller. A duplicate (aggregate_type, aggregate_id, version)
 // returns an error wrapping ErrConcurrencyConflict. RecordedAt is ignored:
 // the store records the transaction's start time.
@@ -173,10 +175,10 @@ func AppendTx(ctx context.Context, tx pgx.Tx, events []StoredEvent) error {
 		if data == nil {
 			data = []byte{} // data is NOT NULL; an empty payload is valid
 		}
-		return []any{e.Partition, e.Seq, e.AggregateType, e.AggregateID, e.Version, e.Type, data, e.Metadata, e.CommandID}, nil
+		return []any{e.Topic, e.Partition, e.Seq, e.AggregateType, e.AggregateID, e.Version, e.Type, data, e.Metadata, e.CommandID}, nil
 	})
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "events"},
-		[]string{"partition", "seq", "aggregate_type", "aggregate_id", "version", "type", "data", "metadata", "command_id"}, src)
+		[]string{"topic", "partition", "seq", "aggregate_type", "aggregate_id", "version", "type", "data", "metadata", "command_id"}, src)
 	if err != nil {
 		return mapAppendError(err)
 	}

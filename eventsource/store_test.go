@@ -22,7 +22,7 @@ func inTx(t *testing.T, pool *pgxpool.Pool, fn func(tx pgx.Tx) error) error {
 
 func ev(partition int32, seq int64, agg string, version int64) eventsource.StoredEvent {
 	return eventsource.StoredEvent{
-		Partition: partition, Seq: seq, AggregateType: "stock", AggregateID: agg, Version: version,
+		Topic: "t", Partition: partition, Seq: seq, AggregateType: "stock", AggregateID: agg, Version: version,
 		Type: "Added", Data: fmt.Appendf(nil, `{"v":%d}`, version), Metadata: []byte("m"), CommandID: fmt.Sprintf("c%d-%d", partition, seq),
 	}
 }
@@ -128,7 +128,7 @@ func TestReadPartitionOrdering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("p%d_from%d_limit%d", tt.partition, tt.from, tt.limit), func(t *testing.T) {
-			got, err := es.ReadPartition(ctx, tt.partition, tt.from, tt.limit)
+			got, err := es.ReadPartition(ctx, "t", tt.partition, tt.from, tt.limit)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -38,7 +38,7 @@ func Example() {
 		Claim:      claim,
 		NextOffset: claim.NextOffset + 1,
 		Events: []eventsource.StoredEvent{{
-			Partition: key.Partition, Seq: claim.NextSeq,
+			Topic: key.Topic, Partition: key.Partition, Seq: claim.NextSeq,
 			AggregateType: "stock", AggregateID: "sku-1", Version: 1,
 			Type: "StockAdded", Data: []byte(`{"qty":5}`), CommandID: "cmd-1",
 		}},

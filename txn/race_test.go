@@ -58,7 +58,7 @@ func TestClaimCommitRace(t *testing.T) {
 					agg := aggs[off%int64(len(aggs))]
 					next[agg]++
 					id := fmt.Sprintf("cmd-%d", off)
-					b.Events = append(b.Events, eventsource.StoredEvent{Partition: c.Partition, Seq: c.NextSeq + int64(i),
+					b.Events = append(b.Events, eventsource.StoredEvent{Topic: c.Topic, Partition: c.Partition, Seq: c.NextSeq + int64(i),
 						AggregateType: "stock", AggregateID: agg, Version: next[agg], Type: "Added", Data: []byte("{}"), CommandID: id})
 					b.Results = append(b.Results, txn.CommandResult{CommandID: id, Offset: off, Outcome: txn.OutcomeAccepted})
 				}
@@ -100,7 +100,7 @@ func TestClaimCommitRace(t *testing.T) {
 	if results != final.NextOffset || distinct != results || minOff != 0 || maxOff != final.NextOffset-1 {
 		t.Fatalf("results: %d rows, %d distinct offsets in [%d, %d]; claim next_offset %d", results, distinct, minOff, maxOff, final.NextOffset)
 	}
-	evs, err := es.ReadPartition(ctx, testKey.Partition, 1, int(final.NextOffset)+10)
+	evs, err := es.ReadPartition(ctx, testKey.Topic, testKey.Partition, 1, int(final.NextOffset)+10)
 	if err != nil {
 		t.Fatal(err)
 	}

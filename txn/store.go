@@ -87,9 +87,15 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 		// ON CONFLICT DO UPDATE waits for the row lock of an in-flight
 		// Commit and then updates the row version that Commit wrote, so
 		// RETURNING includes its next_offset.
+		//
+		// A new claim row (first claim, or a renamed group on a topic
+		// that already has events) continues the partition's seq after
+		// the events already stored, so (topic, partition, seq) stays
+		// gap-free and unique.
 		return scanClaim(tx.QueryRow(ctx, `
-			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at)
-			VALUES ($1, $2, $3, 1, $4, now())
+			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at, next_seq)
+			VALUES ($1, $2, $3, 1, $4, now(),
+			        coalesce((SELECT max(seq) + 1 FROM onceflow.events WHERE topic = $2 AND partition = $3), 1))
 			ON CONFLICT (group_id, topic, partition) DO UPDATE
 			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at
 			RETURNING `+claimColumns, key.Group, key.Topic, key.Partition, owner), &c)

@@ -57,7 +57,7 @@ func makeBatch(c txn.Claim, spec batchSpec) *txn.Batch {
 		seq := c.NextSeq + int64(i)
 		id := fmt.Sprintf("%s-%d", spec.idPrefix, c.NextOffset+int64(i))
 		b.Events = append(b.Events, eventsource.StoredEvent{
-			Partition: c.Partition, Seq: seq, AggregateType: "stock", AggregateID: agg,
+			Topic: c.Topic, Partition: c.Partition, Seq: seq, AggregateType: "stock", AggregateID: agg,
 			Version: v, Type: "Added", Data: []byte(`{"n":1}`), CommandID: id,
 		})
 		b.Results = append(b.Results, txn.CommandResult{
@@ -308,7 +308,7 @@ func TestCommitHappyPath(t *testing.T) {
 	if got2 != (txn.Committed{NextOffset: 9, NextSeq: 9}) {
 		t.Fatalf("second Committed = %+v", got2)
 	}
-	evs, err := es.ReadPartition(ctx, testKey.Partition, 1, 0)
+	evs, err := es.ReadPartition(ctx, testKey.Topic, testKey.Partition, 1, 0)
 	if err != nil || len(evs) != 8 {
 		t.Fatalf("ReadPartition = %d events, %v", len(evs), err)
 	}
@@ -561,5 +561,29 @@ func TestDeadLettersRoundTrip(t *testing.T) {
 	}
 	if byTopic, _ := s.DeadLetters(ctx, txn.DeadLetterQuery{Topic: "other"}); len(byTopic) != 1 || byTopic[0].Group != "h" {
 		t.Fatalf("DeadLetters(topic other) = %+v", byTopic)
+	}
+}
+
+// A new group on a topic that already has events (a renamed consumer
+// group) continues the partition's seq instead of colliding with it; other
+// topics and partitions keep their own sequences.
+func TestClaimNewGroupContinuesSeq(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	c := mustClaim(t, s, testKey, "A")
+	got, err := s.Commit(ctx, makeBatch(c, batchSpec{commands: 3, idPrefix: "old", versions: map[string]int64{}}))
+	if err != nil || got.NextSeq != 4 {
+		t.Fatalf("Commit = %+v, %v", got, err)
+	}
+	renamed := testKey
+	renamed.Group = "g-renamed"
+	if c2 := mustClaim(t, s, renamed, "B"); c2.NextSeq != 4 || c2.NextOffset != 0 {
+		t.Fatalf("claim of the renamed group: next_seq %d next_offset %d, want 4 and 0", c2.NextSeq, c2.NextOffset)
+	}
+	otherTopic := testKey
+	otherTopic.Topic = "other-cmds"
+	if c3 := mustClaim(t, s, otherTopic, "B"); c3.NextSeq != 1 {
+		t.Fatalf("claim on another topic: next_seq %d, want 1", c3.NextSeq)
 	}
 }

@@ -70,6 +70,9 @@ func validate(b *Batch) error {
 	lastVersion := make(map[aggKey]int64)
 	for i := range b.Events {
 		e := &b.Events[i]
+		if e.Topic != c.Topic {
+			return fmt.Errorf("event %d: topic %q, want the claim's topic %q", i, e.Topic, c.Topic)
+		}
 		if e.Partition != c.Partition {
 			return fmt.Errorf("event %d: partition %d, want the claim's partition %d", i, e.Partition, c.Partition)
 		}

@@ -27,9 +27,10 @@ CREATE TABLE onceflow.partition_claims (
 );
 
 -- The event store. seq is assigned by the fenced writer of the partition, so
--- (partition, seq) is gap-free and readers can tail it without skipping events
+-- (topic, partition, seq) is gap-free and readers can tail it without skipping events
 -- committed out of order.
 CREATE TABLE onceflow.events (
+    topic          text        COLLATE "C" NOT NULL,
     partition      integer     NOT NULL,
     seq            bigint      NOT NULL,
     aggregate_type text        COLLATE "C" NOT NULL,
@@ -42,7 +43,7 @@ CREATE TABLE onceflow.events (
     recorded_at    timestamptz NOT NULL DEFAULT now(),
     -- Named constraints: the Go code maps their violations to errors
     -- (eventsource.ErrConcurrencyConflict for the version).
-    CONSTRAINT events_partition_seq_pkey PRIMARY KEY (partition, seq),
+    CONSTRAINT events_topic_partition_seq_pkey PRIMARY KEY (topic, partition, seq),
     CONSTRAINT events_aggregate_version_key UNIQUE (aggregate_type, aggregate_id, version)
 );
 
