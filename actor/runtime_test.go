@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/txn"
@@ -143,5 +145,33 @@ func TestSameCommandIDIsHandledOnce(t *testing.T) {
 	}
 	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.events WHERE aggregate_id = 'acc-1'`); n != 2 {
 		t.Fatalf("events: %d, want 2", n)
+	}
+}
+
+func TestPrometheusCollector(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a")
+	c := e.client()
+	if _, err := send(t, c, Deposit{Account: "m", Amount: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := send(t, c, Withdraw{Account: "m", Amount: 5}); !errors.Is(err, actor.ErrRejected) {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(actor.NewCollector(a.rt))
+	want := `
+# HELP onceflow_commands_total Commands by outcome.
+# TYPE onceflow_commands_total counter
+onceflow_commands_total{group="onceflow.test.account",instance="a",outcome="accepted",topic="accounts.commands"} 1
+onceflow_commands_total{group="onceflow.test.account",instance="a",outcome="dead_lettered",topic="accounts.commands"} 0
+onceflow_commands_total{group="onceflow.test.account",instance="a",outcome="duplicate",topic="accounts.commands"} 0
+onceflow_commands_total{group="onceflow.test.account",instance="a",outcome="rejected",topic="accounts.commands"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "onceflow_commands_total"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := testutil.GatherAndCount(reg); err != nil || n < 15 {
+		t.Fatalf("%d metrics, %v", n, err)
 	}
 }

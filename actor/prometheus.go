@@ -1,0 +1,83 @@
+package actor
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Collector exposes a Runtime's counters as Prometheus metrics, labelled with
+// the group, topic and instance. Register it with a prometheus.Registerer:
+//
+//	prometheus.MustRegister(actor.NewCollector(rt))
+//
+// Metrics (all counters since start, except onceflow_owned_partitions):
+//
+//	onceflow_batches_total             committed batch transactions
+//	onceflow_records_total             records committed (any outcome)
+//	onceflow_events_total              events stored
+//	onceflow_commands_total{outcome}   accepted, rejected, dead_lettered, duplicate
+//	onceflow_fenced_commits_total      commits rejected by the fence (a newer owner)
+//	onceflow_halted_partitions_total   partitions halted on an unrecoverable error: alert on it
+//	onceflow_partition_assignments_total, onceflow_partition_revocations_total{lost}
+//	onceflow_aggregate_loads_total, onceflow_aggregate_passivations_total
+//	onceflow_reply_errors_total        replies not delivered (clients fall back to Postgres)
+//	onceflow_commit_seconds_total      time spent in batch commits
+//	onceflow_owned_partitions          partitions this instance owns now
+type Collector struct {
+	rt    *Runtime
+	descs map[string]*prometheus.Desc
+}
+
+// NewCollector returns a Collector for rt.
+func NewCollector(rt *Runtime) *Collector {
+	labels := prometheus.Labels{"group": rt.cfg.group, "topic": rt.cfg.topic, "instance": rt.cfg.instanceID}
+	d := func(name, help string, variable ...string) *prometheus.Desc {
+		return prometheus.NewDesc("onceflow_"+name, help, variable, labels)
+	}
+	return &Collector{rt: rt, descs: map[string]*prometheus.Desc{
+		"batches":      d("batches_total", "Committed batch transactions."),
+		"records":      d("records_total", "Records committed, any outcome."),
+		"events":       d("events_total", "Events stored."),
+		"commands":     d("commands_total", "Commands by outcome.", "outcome"),
+		"fenced":       d("fenced_commits_total", "Batch commits rejected by the fence (the partition has a newer owner)."),
+		"halted":       d("halted_partitions_total", "Partitions halted on an unrecoverable error."),
+		"assigned":     d("partition_assignments_total", "Partitions claimed."),
+		"revoked":      d("partition_revocations_total", "Partitions revoked, by whether they were lost.", "lost"),
+		"loads":        d("aggregate_loads_total", "Aggregates loaded from Postgres."),
+		"passivations": d("aggregate_passivations_total", "Idle aggregates passivated."),
+		"replyErrors":  d("reply_errors_total", "Replies that could not be produced."),
+		"commitTime":   d("commit_seconds_total", "Time spent in batch commits."),
+		"owned":        d("owned_partitions", "Partitions this instance owns."),
+	}}
+}
+
+// Describe implements prometheus.Collector.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	s := c.rt.Stats()
+	counter := func(name string, v float64, lv ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, v, lv...)
+	}
+	counter("batches", float64(s.Batches))
+	counter("records", float64(s.Records))
+	counter("events", float64(s.Events))
+	counter("commands", float64(s.Accepted), "accepted")
+	counter("commands", float64(s.Rejected), "rejected")
+	counter("commands", float64(s.DeadLetters), "dead_lettered")
+	counter("commands", float64(s.Duplicates), "duplicate")
+	counter("fenced", float64(s.Fenced))
+	counter("halted", float64(s.Halted))
+	counter("assigned", float64(s.Assigned))
+	counter("revoked", float64(s.Revoked-s.Lost), "false")
+	counter("revoked", float64(s.Lost), "true")
+	counter("loads", float64(s.Loads))
+	counter("passivations", float64(s.Passivations))
+	counter("replyErrors", float64(s.ReplyErrors))
+	counter("commitTime", s.CommitTimeSum.Seconds())
+	ch <- prometheus.MustNewConstMetric(c.descs["owned"], prometheus.GaugeValue, float64(s.OwnedPartitions))
+}
