@@ -42,6 +42,7 @@ type RejectedError struct {
 	Reason    string
 }
 
+// Error implements error.
 func (e *RejectedError) Error() string {
 	return fmt.Sprintf("command %s rejected: %s", e.CommandID, e.Reason)
 }
@@ -57,6 +58,7 @@ type DeadLetteredError struct {
 	Reason    string
 }
 
+// Error implements error.
 func (e *DeadLetteredError) Error() string {
 	return fmt.Sprintf("command %s dead-lettered: %s", e.CommandID, e.Reason)
 }
@@ -73,6 +75,7 @@ type OutcomeUnknownError struct {
 	Err       error // the context or timeout error
 }
 
+// Error implements error.
 func (e *OutcomeUnknownError) Error() string {
 	return fmt.Sprintf("command %s: outcome unknown (resend with the same command id to find out): %v", e.CommandID, e.Err)
 }
@@ -81,4 +84,5 @@ func (e *OutcomeUnknownError) Error() string {
 func (e *OutcomeUnknownError) Is(t error) bool { return t == ErrOutcomeUnknown }
 
 // Unwrap returns the context or timeout error.
+// Unwrap returns the underlying error.
 func (e *OutcomeUnknownError) Unwrap() error { return e.Err }

@@ -14,7 +14,7 @@ var (
 	ErrDuplicateTypeName = errors.New("type name already registered")
 	// ErrDuplicateType is returned by Register when a type is already registered under another name.
 	ErrDuplicateType = errors.New("type already registered")
-	// ErrConcurrencyConflict is returned by EventStore.Append when the
+	// ErrConcurrencyConflict is returned (wrapped) by AppendTx and txn.Store.Commit when the
 	// aggregate's current version is not the expected one.
 	ErrConcurrencyConflict = errors.New("eventsource: concurrency conflict")
 )
@@ -26,6 +26,7 @@ type UnknownTypeError struct {
 	GoType string // set on encode
 }
 
+// Error implements error.
 func (e *UnknownTypeError) Error() string {
 	if e.Name != "" {
 		return fmt.Sprintf("eventsource: unknown type name %q (not registered)", e.Name)
@@ -39,10 +40,13 @@ type DecodeError struct {
 	Err  error
 }
 
+// Error implements error.
 func (e *DecodeError) Error() string {
 	return fmt.Sprintf("eventsource: decode %q: %v", e.Name, e.Err)
 }
 
+// Unwrap returns the underlying error.
+// Unwrap returns the codec error.
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
