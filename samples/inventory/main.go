@@ -69,7 +69,7 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, stop, cfg, os.Stderr); err != nil {
+	if err := run(ctx, stop, cfg, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "inventory:", err)
 		os.Exit(1)
 	}
@@ -172,8 +172,9 @@ func newLogger(c config, w io.Writer) *slog.Logger {
 
 // run starts everything, serves until ctx is done or a part fails, and shuts
 // down in the reverse order. stopSignals is called on the first signal so
-// that a second Ctrl-C kills the process the default way.
-func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer) (err error) {
+// that a second Ctrl-C kills the process the default way. ready, if not nil,
+// is called with the API's base URL once it accepts requests.
+func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, ready func(apiURL string)) (err error) {
 	log := newLogger(c, stderr)
 	slog.SetDefault(log)
 
@@ -321,6 +322,9 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer) (e
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve(ln) }()
 	banner(stderr, "http://"+ln.Addr().String(), brokers, c)
+	if ready != nil {
+		ready("http://" + ln.Addr().String())
+	}
 
 	// Serve until a signal or a failure.
 	var failure error
