@@ -9,19 +9,19 @@ import (
 
 // Outcome is what happened to a command, as stored in Postgres.
 type Outcome struct {
-	CommandID    string
-	Status       txn.Outcome
-	AggregateID  string
-	Partition    int32
-	Offset       int64
-	FirstVersion int64 // versions of the events written; 0 when none
-	LastVersion  int64
-	FirstSeq     int64 // (Partition, seq) positions of the events written
-	LastSeq      int64
-	Reason       string // rejection or dead-letter reason
+	CommandID    string      `json:"command_id"`
+	Status       txn.Outcome `json:"status"`
+	AggregateID  string      `json:"aggregate_id,omitempty"`
+	Partition    int32       `json:"partition"`
+	Offset       int64       `json:"offset"`
+	FirstVersion int64       `json:"first_version,omitempty"` // versions of the events written; 0 when none
+	LastVersion  int64       `json:"last_version,omitempty"`
+	FirstSeq     int64       `json:"first_seq,omitempty"` // (topic, partition, seq) positions of the events written
+	LastSeq      int64       `json:"last_seq,omitempty"`
+	Reason       string      `json:"reason,omitempty"` // rejection or dead-letter reason
 	// Duplicate is true when the command id had been handled before: this
 	// is the stored outcome of that first handling, and nothing changed.
-	Duplicate bool
+	Duplicate bool `json:"duplicate,omitempty"`
 }
 
 var (

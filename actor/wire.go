@@ -19,7 +19,7 @@ import (
 //	        onceflow-reply-topic  where to send the outcome, optional
 //
 // Wire format of an outcome record on a reply topic: key = command id,
-// value = the JSON of replyWire.
+// value = the JSON of Outcome.
 const (
 	HeaderCommandID   = "onceflow-command-id"
 	HeaderCommandType = "onceflow-command-type"
@@ -28,20 +28,6 @@ const (
 
 // maxCommandIDLen bounds command ids (they are primary keys).
 const maxCommandIDLen = 200
-
-type replyWire struct {
-	CommandID    string      `json:"command_id"`
-	Status       txn.Outcome `json:"status"`
-	AggregateID  string      `json:"aggregate_id,omitempty"`
-	Partition    int32       `json:"partition"`
-	Offset       int64       `json:"offset"`
-	FirstVersion int64       `json:"first_version,omitempty"`
-	LastVersion  int64       `json:"last_version,omitempty"`
-	FirstSeq     int64       `json:"first_seq,omitempty"`
-	LastSeq      int64       `json:"last_seq,omitempty"`
-	Reason       string      `json:"reason,omitempty"`
-	Duplicate    bool        `json:"duplicate,omitempty"`
-}
 
 func outcomeFromResult(r txn.CommandResult, dup bool) Outcome {
 	return Outcome{
@@ -52,35 +38,17 @@ func outcomeFromResult(r txn.CommandResult, dup bool) Outcome {
 	}
 }
 
-func (o Outcome) wire() replyWire {
-	return replyWire{
-		CommandID: o.CommandID, Status: o.Status, AggregateID: o.AggregateID,
-		Partition: o.Partition, Offset: o.Offset,
-		FirstVersion: o.FirstVersion, LastVersion: o.LastVersion,
-		FirstSeq: o.FirstSeq, LastSeq: o.LastSeq, Reason: o.Reason, Duplicate: o.Duplicate,
-	}
-}
-
-func (w replyWire) outcome() Outcome {
-	return Outcome{
-		CommandID: w.CommandID, Status: w.Status, AggregateID: w.AggregateID,
-		Partition: w.Partition, Offset: w.Offset,
-		FirstVersion: w.FirstVersion, LastVersion: w.LastVersion,
-		FirstSeq: w.FirstSeq, LastSeq: w.LastSeq, Reason: w.Reason, Duplicate: w.Duplicate,
-	}
-}
-
-func encodeReply(o Outcome) ([]byte, error) { return json.Marshal(o.wire()) }
+func encodeReply(o Outcome) ([]byte, error) { return json.Marshal(o) }
 
 func decodeReply(b []byte) (Outcome, error) {
-	var w replyWire
-	if err := json.Unmarshal(b, &w); err != nil {
+	var o Outcome
+	if err := json.Unmarshal(b, &o); err != nil {
 		return Outcome{}, err
 	}
-	if w.CommandID == "" {
+	if o.CommandID == "" {
 		return Outcome{}, fmt.Errorf("reply without command_id")
 	}
-	return w.outcome(), nil
+	return o, nil
 }
 
 // header returns the last value of header k.
