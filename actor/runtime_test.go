@@ -25,7 +25,7 @@ func send(t *testing.T, c *actor.Client, cmd interface{ AggregateID() string }, 
 
 // produceRaw writes a record straight to the command topic, bypassing the
 // client (to inject malformed input).
-func (e *env) produceRaw(key, value []byte, headers map[string]string) {
+func (e *env) produceRaw(key, value []byte, headers map[string]string) kafka.TopicPartition {
 	e.t.Helper()
 	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.brokers, "enable.metrics.push": false, "partitioner": "murmur2_random"})
 	if err != nil {
@@ -40,9 +40,11 @@ func (e *env) produceRaw(key, value []byte, headers map[string]string) {
 	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.topic, Partition: kafka.PartitionAny}, Key: key, Value: value, Headers: hs}, dr); err != nil {
 		e.t.Fatal(err)
 	}
-	if m := (<-dr).(*kafka.Message); m.TopicPartition.Error != nil {
+	m := (<-dr).(*kafka.Message)
+	if m.TopicPartition.Error != nil {
 		e.t.Fatal(m.TopicPartition.Error)
 	}
+	return m.TopicPartition
 }
 
 func TestOutcomes(t *testing.T) {
@@ -173,5 +175,45 @@ onceflow_commands_total{group="onceflow.test.account",instance="a",outcome="reje
 	}
 	if n, err := testutil.GatherAndCount(reg); err != nil || n < 15 {
 		t.Fatalf("%d metrics, %v", n, err)
+	}
+}
+
+// With the Halt failure policy, an undecodable record stops its partition
+// without committing: no dead letter, the claim's offset stays before the
+// record, and other partitions keep serving.
+func TestHaltPolicyStopsThePartition(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a", actor.WithFailurePolicy(actor.Halt))
+	owns(t, a, testPartitions)
+	c := e.client()
+	bad := e.produceRaw([]byte("h-1"), []byte("not json"), map[string]string{actor.HeaderCommandID: "bad-1", actor.HeaderCommandType: "test.Deposit"})
+	eventually(t, 30*time.Second, "the partition to halt", func() error {
+		if a.rt.Stats().Halted != 1 {
+			return errNotYet
+		}
+		return nil
+	})
+	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.dead_letters`); n != 0 {
+		t.Fatalf("%d dead letters, want 0 under Halt", n)
+	}
+	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.command_results WHERE command_id = 'bad-1'`); n != 0 {
+		t.Fatalf("the halting record got a result")
+	}
+	claim, err := txn.NewStore(e.pool).ReadClaim(context.Background(), txn.PartitionKey{Group: a.rt.Group(), Topic: e.topic, Partition: bad.Partition})
+	if err != nil || claim.NextOffset > int64(bad.Offset) {
+		t.Fatalf("claim of the halted partition %d: %+v %v; its offset must stay at or before %d", bad.Partition, claim, err, bad.Offset)
+	}
+	// Accounts on other partitions are still served.
+	served := 0
+	for i := 0; i < 8 && served == 0; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := c.Send(ctx, Deposit{Account: fmt.Sprintf("other-%d", i), Amount: 1})
+		cancel()
+		if err == nil {
+			served++
+		}
+	}
+	if served == 0 {
+		t.Fatal("no other partition served a command after one partition halted")
 	}
 }
