@@ -21,6 +21,12 @@
 //	-embedded-kafka-port EMBEDDED_KAFKA_PORT  (9092)
 //	-log-format     LOG_FORMAT      text or json (text)
 //	-log-level      LOG_LEVEL       debug, info, warn, error (info)
+//	-kafka-config   ONCEFLOW_KAFKA_CONFIG  extra librdkafka properties "k=v,k=v"
+//	                                (e.g. session.timeout.ms=3000); onceflow's
+//	                                own properties are refused at start-up
+//
+// GET /metrics serves the runtime's Prometheus metrics (actor.NewCollector)
+// on the API address.
 //
 // Several instances can serve the same topic and database: they share the
 // partitions through the consumer group and the fenced claims. Run the first
@@ -49,6 +55,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/eventsource"
@@ -86,6 +94,7 @@ type config struct {
 	embeddedPort int
 	logFormat    string
 	logLevel     slog.Level
+	kafkaConfig  string // extra librdkafka properties "k=v,k=v", validated
 }
 
 // parseConfig reads flags, falling back to environment variables, then to
@@ -128,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.embeddedPort, "embedded-kafka-port", port, "port of the embedded broker (env EMBEDDED_KAFKA_PORT)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn or error (env LOG_LEVEL)")
+	fs.StringVar(&c.kafkaConfig, "kafka-config", env("ONCEFLOW_KAFKA_CONFIG", ""), "extra librdkafka properties `k=v,k=v` (env ONCEFLOW_KAFKA_CONFIG), e.g. session.timeout.ms=3000")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: inventory [flags]\n\nThe onceflow inventory sample service. With no configuration it starts an\nembedded Kafka broker and a private Postgres under -data-dir.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -159,7 +169,27 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if strings.TrimSpace(c.topic) == "" {
 		errs = append(errs, errors.New("topic is empty"))
 	}
+	if _, err := parseKafkaConfig(c.kafkaConfig); err != nil {
+		errs = append(errs, err)
+	}
 	return c, errors.Join(errs...)
+}
+
+// parseKafkaConfig parses "k=v,k=v" into librdkafka properties. Values
+// cannot contain commas; that covers the timeouts and sizes it is meant for.
+func parseKafkaConfig(s string) (map[string]string, error) {
+	props := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if k = strings.TrimSpace(k); !ok || k == "" {
+			return nil, fmt.Errorf("kafka config %q: want key=value", kv)
+		}
+		props[k] = strings.TrimSpace(v)
+	}
+	return props, nil
 }
 
 func newLogger(c config, w io.Writer) *slog.Logger {
@@ -256,6 +286,9 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	if kafkaProps != nil {
 		shared = append(shared, actor.WithKafkaConfig(kafkaProps))
 	}
+	if props, _ := parseKafkaConfig(c.kafkaConfig); len(props) > 0 { // validated by parseConfig
+		shared = append(shared, actor.WithKafkaConfig(props))
+	}
 	rtOpts := make([]actor.Option, 0, len(shared)+1)
 	for _, o := range shared {
 		rtOpts = append(rtOpts, o)
@@ -307,12 +340,19 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	if err != nil {
 		return err
 	}
+	metrics := prometheus.NewRegistry()
+	if err := metrics.Register(actor.NewCollector(rt)); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/", handler)
 	ln, err := net.Listen("tcp", c.httpAddr)
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
 	srv := &http.Server{
-		Handler:           handler,
+		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      api.DefaultSendTimeout + 20*time.Second,

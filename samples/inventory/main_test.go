@@ -49,6 +49,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{nil, map[string]string{"PARTITIONS": "many"}, `PARTITIONS="many": not an integer`},
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 		{[]string{"-nope"}, nil, "flag provided but not defined"},
+		{nil, map[string]string{"ONCEFLOW_KAFKA_CONFIG": "session.timeout.ms"}, `kafka config "session.timeout.ms": want key=value`},
 	} {
 		_, err := parseConfig(tc.args, envOf(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -57,6 +58,13 @@ func TestParseConfigErrors(t *testing.T) {
 	}
 	if _, err := parseConfig([]string{"-h"}, envOf(nil), io.Discard); !errors.Is(err, flag.ErrHelp) {
 		t.Errorf("-h: %v", err)
+	}
+}
+
+func TestParseKafkaConfig(t *testing.T) {
+	got, err := parseKafkaConfig(" session.timeout.ms=3000, heartbeat.interval.ms = 300 ,")
+	if err != nil || len(got) != 2 || got["session.timeout.ms"] != "3000" || got["heartbeat.interval.ms"] != "300" {
+		t.Fatalf("parseKafkaConfig = %v, %v", got, err)
 	}
 }
 
