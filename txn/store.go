@@ -177,7 +177,8 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	}
 	// A no-op after a successful Commit. WithoutCancel: a cancelled ctx must
 	// still release the connection cleanly (pgx closes it if it cannot).
-	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck
+	// (A closure: the unsafe test build below may replace tx.)
+	defer func() { tx.Rollback(context.WithoutCancel(ctx)) }() //nolint:errcheck
 
 	// The fenced compare-and-set runs FIRST, not last:
 	//  - it takes the claim row lock at the start, so the rest of the
@@ -213,6 +214,15 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 		fe := &FencedError{Key: key, Epoch: b.Claim.Epoch, ExpectedOffset: b.Claim.NextOffset, ExpectedSeq: b.Claim.NextSeq, Current: cur}
 		s.log.LogAttrs(ctx, slog.LevelInfo, "txn: commit fenced", slog.String("error", fe.Error()), slog.Bool("self_fenced", fe.SelfFenced()))
 		return Committed{}, fe
+	}
+	if unsafeOffsetFirst {
+		// Only in builds with the onceflow_unsafe_offset_first tag, which
+		// break the protocol on purpose so the chaos checker can show it
+		// catches the break (see unsafe_on.go). A constant false otherwise:
+		// the compiler drops this branch.
+		if tx, err = unsafeCommitOffsetFirst(ctx, s.pool, tx); err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+		}
 	}
 
 	if err := eventsource.AppendTx(ctx, tx, b.Events); err != nil {
