@@ -225,6 +225,7 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			p.log.Warn("commit found the claim already advanced by this owner; reloading", "next_offset", fe.Current.NextOffset)
 			p.resetChildren(actx)
 			p.claim.NextOffset, p.claim.NextSeq = fe.Current.NextOffset, fe.Current.NextSeq
+			p.replyStored(items, fe.Current.NextOffset)
 			recs = dropBelow(recs, fe.Current.NextOffset)
 			if len(recs) == 0 {
 				return
@@ -549,6 +550,32 @@ func (p *partitionActor) reply(items []*item) {
 			continue
 		}
 		p.rt.sendReply(it.env.replyTopic, p.outcome(it))
+	}
+}
+
+// replyStored answers the records below next from their stored results:
+// they were committed by an attempt whose acknowledgement was lost, so their
+// replies were never sent. Best effort: clients can also read the results
+// table (WithResults).
+func (p *partitionActor) replyStored(items []*item, next int64) {
+	var ids []string
+	for _, it := range items {
+		if it.offset < next && it.hasID && it.env.replyTopic != "" {
+			ids = append(ids, it.env.commandID)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	found, err := p.rt.store.LookupResults(p.ctx, ids)
+	if err != nil {
+		p.log.Warn("replies for an already committed batch not sent (clients can read command_results)", "err", err)
+		return
+	}
+	for _, it := range items {
+		if r, ok := found[it.env.commandID]; ok && it.offset < next && it.env.replyTopic != "" {
+			p.rt.sendReply(it.env.replyTopic, outcomeFromResult(r, it.status == statusBatchDuplicate || r.Offset != it.offset))
+		}
 	}
 }
 
