@@ -1,0 +1,533 @@
+package chaos
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"sort"
+	"unicode/utf8"
+
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/samples/inventory/stock"
+)
+
+// Violation kinds. Each names one broken promise.
+const (
+	VLost                = "lost"                  // a command or record was acknowledged or consumed but has no stored outcome
+	VUnresolved          = "unresolved"            // a command never got a definite answer and has no stored outcome
+	VReplyMismatch       = "reply_mismatch"        // an answer the client got disagrees with the stored outcome
+	VPhantom             = "phantom_result"        // a stored outcome for a command nobody sent
+	VResultRecord        = "result_without_record" // a stored outcome points at a record that is not that command
+	VSkipped             = "skipped_record"        // a record was passed over and its command handled at a later offset
+	VVersions            = "version_gap"           // an aggregate's versions are not 1..n
+	VSeq                 = "seq_gap"               // a partition's seqs are not 1..n (or the claim's next_seq disagrees)
+	VEvents              = "event_mismatch"        // events and outcomes disagree (an effect applied twice, or without outcome)
+	VState               = "state_mismatch"        // the stored history is not what a sequential exactly-once run would produce
+	VInvariant           = "invariant"             // stock negative, reservations inconsistent
+	VNotDrained          = "not_drained"           // a partition's claim is not at the end of the topic after the drain
+	VUnaccountedDead     = "unaccounted_dead_letter"
+	VInjectedUnhandled   = "injected_unhandled"            // a malformed record did not end as a dead letter or a rejection
+	VMalformedNoDeadLtr  = "malformed_without_dead_letter" // a record without a usable command id was consumed without a dead letter
+	VFaultKindNotCovered = "fault_kind_not_injected"       // the run did not inject every fault kind it had to
+)
+
+// Violation is one broken promise found by Check.
+type Violation struct {
+	Kind   string `json:"kind"`
+	Detail string `json:"detail"`
+}
+
+// CheckResult is the outcome of Check.
+type CheckResult struct {
+	Violations []Violation `json:"-"`
+	// ViolationsByKind counts every violation; Violations lists them all,
+	// the report keeps the first few of each kind.
+	ViolationsByKind map[string]int `json:"violations_by_kind"`
+	Commands         int            `json:"commands"`          // distinct command ids the load generator sent
+	Attempts         int            `json:"attempts"`          // HTTP requests, retries included
+	Retries          int            `json:"retries"`           // attempts after the first
+	Outcomes         map[string]int `json:"outcomes"`          // stored outcome of the load generator's commands
+	Answers          map[string]int `json:"answers"`           // definite answers seen by the load generator (retries included)
+	DuplicateAnswers int            `json:"duplicate_answers"` // 200s marked duplicate (a resend answered from command_results)
+	Unknown          int            `json:"unknown_attempts"`  // attempts without a definite answer (timeouts, resets, 5xx)
+	Records          int            `json:"records"`           // records on the command topic
+	DuplicateRecords int            `json:"duplicate_records"` // records whose command id had been handled before
+	Events           int            `json:"events"`
+	Aggregates       int            `json:"aggregates"`
+	DeadLetters      int            `json:"dead_letters"`
+	Injected         map[string]int `json:"injected"` // malformed records by kind
+	BrokerRefused    int            `json:"broker_refused"`
+}
+
+type checker struct {
+	d   *Data
+	res CheckResult
+	reg *eventsource.Registry
+}
+
+func (c *checker) fail(kind, format string, args ...any) {
+	c.res.Violations = append(c.res.Violations, Violation{Kind: kind, Detail: fmt.Sprintf(format, args...)})
+	c.res.ViolationsByKind[kind]++
+}
+
+type pos struct {
+	p int32
+	o int64
+}
+
+// Check verifies the exactly-once properties of a finished run. It is pure:
+// everything it needs is in d.
+func Check(d *Data) CheckResult {
+	reg, err := stock.NewRegistry()
+	if err != nil {
+		panic(err) // a static registry: a bug
+	}
+	c := &checker{d: d, reg: reg, res: CheckResult{
+		ViolationsByKind: map[string]int{}, Outcomes: map[string]int{}, Answers: map[string]int{}, Injected: map[string]int{},
+	}}
+	results := map[string]Result{}
+	for _, r := range d.Results {
+		results[r.CommandID] = r
+	}
+	records := map[pos]*Record{}
+	for i := range d.Records {
+		r := &d.Records[i]
+		records[pos{r.Partition, r.Offset}] = r
+	}
+	dead := map[pos]DeadLetter{}
+	for _, dl := range d.DeadLetters {
+		dead[pos{dl.Partition, dl.Offset}] = dl
+	}
+	c.res.Records, c.res.Events, c.res.DeadLetters = len(d.Records), len(d.Events), len(d.DeadLetters)
+
+	c.commands(results)
+	c.log(results, records, dead)
+	c.injected(results, records, dead)
+	c.events(results)
+	c.model(results, records)
+	return c.res
+}
+
+// commands checks the load generator's view: every command it sent has
+// exactly one stored outcome, and every answer it got agrees with it.
+func (c *checker) commands(results map[string]Result) {
+	byID := map[string][]Attempt{}
+	var order []string
+	for _, a := range c.d.Attempts {
+		if _, ok := byID[a.CommandID]; !ok {
+			order = append(order, a.CommandID)
+		}
+		byID[a.CommandID] = append(byID[a.CommandID], a)
+	}
+	c.res.Commands, c.res.Attempts = len(order), len(c.d.Attempts)
+	sent := map[string]bool{}
+	for _, id := range order {
+		sent[id] = true
+		atts := byID[id]
+		c.res.Retries += len(atts) - 1
+		r, stored := results[id]
+		if stored {
+			c.res.Outcomes[r.Outcome]++
+		}
+		var first *Attempt
+		for i := range atts {
+			a := &atts[i]
+			out, ok := a.Definite()
+			if !ok {
+				c.res.Unknown++
+				continue
+			}
+			c.res.Answers[out]++
+			if a.Duplicate {
+				c.res.DuplicateAnswers++
+			}
+			if out == "invalid" {
+				if stored {
+					c.fail(VReplyMismatch, "command %s: answered %d %s (%s) but has stored outcome %s", id, a.HTTP, a.Code, a.Reason, r.Outcome)
+				}
+				continue
+			}
+			if !stored {
+				c.fail(VLost, "command %s (%s %s): answered %s (attempt %d) but has no stored outcome", id, a.Op, a.Aggregate, out, a.N)
+				continue
+			}
+			if out != r.Outcome {
+				c.fail(VReplyMismatch, "command %s: answered %s (attempt %d) but the stored outcome is %s", id, out, a.N, r.Outcome)
+				continue
+			}
+			switch out {
+			case "accepted":
+				if a.FirstVersion != r.FirstVersion || a.LastVersion != r.LastVersion || a.Partition != r.Partition || a.Offset != r.Offset {
+					c.fail(VReplyMismatch, "command %s: answered versions %d..%d at %d/%d (attempt %d), stored %d..%d at %d/%d",
+						id, a.FirstVersion, a.LastVersion, a.Partition, a.Offset, a.N, r.FirstVersion, r.LastVersion, r.Partition, r.Offset)
+				}
+			case "rejected":
+				if a.Reason != r.Reason {
+					c.fail(VReplyMismatch, "command %s: answered rejection %q, stored %q", id, a.Reason, r.Reason)
+				}
+			}
+			if first == nil {
+				first = a
+			}
+		}
+		if !stored && first == nil {
+			invalid := false
+			for _, a := range atts {
+				if out, _ := a.Definite(); out == "invalid" {
+					invalid = true
+				}
+			}
+			if !invalid {
+				c.fail(VUnresolved, "command %s (%s %s): %d attempts, no definite answer, no stored outcome", id, atts[0].Op, atts[0].Aggregate, len(atts))
+			}
+		}
+	}
+	injected := map[string]bool{}
+	for _, in := range c.d.Injected {
+		if in.CommandID != "" {
+			injected[in.CommandID] = true
+		}
+	}
+	for _, r := range c.d.Results {
+		if !sent[r.CommandID] && !injected[r.CommandID] {
+			c.fail(VPhantom, "stored outcome %s for command %s at %d/%d, which was never sent", r.Outcome, r.CommandID, r.Partition, r.Offset)
+		}
+	}
+}
+
+// usableID mirrors the runtime's rule for a command id header.
+func usableID(id string) bool { return id != "" && len(id) <= 200 && utf8.ValidString(id) }
+
+// log checks the command topic against Postgres: every record below the
+// claim's next_offset was handled exactly once (first handling, duplicate
+// of an earlier one, or dead letter), and every partition is drained.
+func (c *checker) log(results map[string]Result, records map[pos]*Record, dead map[pos]DeadLetter) {
+	claims := map[int32]Claim{}
+	for _, cl := range c.d.Claims {
+		claims[cl.Partition] = cl
+	}
+	for p, hw := range c.d.HighWater {
+		cl, ok := claims[p]
+		switch {
+		case !ok && hw > 0:
+			c.fail(VNotDrained, "partition %d: %d records, no claim row", p, hw)
+		case ok && cl.NextOffset != hw:
+			c.fail(VNotDrained, "partition %d: claim next_offset %d, topic end %d", p, cl.NextOffset, hw)
+		}
+	}
+	for i := range c.d.Records {
+		rec := &c.d.Records[i]
+		cl, ok := claims[rec.Partition]
+		if !ok || rec.Offset >= cl.NextOffset {
+			continue // reported as not drained
+		}
+		at := pos{rec.Partition, rec.Offset}
+		if !rec.HasID {
+			if _, ok := dead[at]; !ok {
+				c.fail(VMalformedNoDeadLtr, "record %d/%d without a usable command id was consumed without a dead letter", rec.Partition, rec.Offset)
+			}
+			continue
+		}
+		r, ok := results[rec.CommandID]
+		switch {
+		case !ok:
+			c.fail(VLost, "record %d/%d (command %s) is below the claim's next_offset %d but has no stored outcome", rec.Partition, rec.Offset, rec.CommandID, cl.NextOffset)
+		case r.Partition == rec.Partition && r.Offset == rec.Offset:
+		case r.Partition == rec.Partition && r.Offset < rec.Offset:
+			c.res.DuplicateRecords++
+		case r.Partition == rec.Partition:
+			c.fail(VSkipped, "record %d/%d (command %s) was passed over: its outcome was stored for the later record at offset %d", rec.Partition, rec.Offset, rec.CommandID, r.Offset)
+		default:
+			c.res.DuplicateRecords++ // same id in another partition: answered from the stored outcome
+		}
+	}
+	for _, r := range c.d.Results {
+		rec, ok := records[pos{r.Partition, r.Offset}]
+		if !ok || !rec.HasID || rec.CommandID != r.CommandID {
+			c.fail(VResultRecord, "stored outcome of command %s points at record %d/%d, which is not that command", r.CommandID, r.Partition, r.Offset)
+		}
+	}
+}
+
+// injected checks that every malformed record ended as a dead letter or a
+// clear rejection, and that every dead letter is one of them.
+func (c *checker) injected(results map[string]Result, records map[pos]*Record, dead map[pos]DeadLetter) {
+	mine := map[pos]bool{}
+	for _, in := range c.d.Injected {
+		c.res.Injected[in.Kind]++
+		if in.ProduceErr != "" {
+			if in.Expect == "refused" {
+				c.res.BrokerRefused++
+			} else {
+				c.fail(VInjectedUnhandled, "injected %s: could not be produced: %s", in.Kind, in.ProduceErr)
+			}
+			continue
+		}
+		at := pos{in.Partition, in.Offset}
+		mine[at] = true
+		if _, ok := records[at]; !ok {
+			c.fail(VInjectedUnhandled, "injected %s at %d/%d: not on the topic", in.Kind, in.Partition, in.Offset)
+			continue
+		}
+		switch in.Expect {
+		case "dead_letter", "refused":
+			if _, ok := dead[at]; !ok {
+				c.fail(VInjectedUnhandled, "injected %s at %d/%d: no dead letter", in.Kind, in.Partition, in.Offset)
+			}
+		case "rejected":
+			if r, ok := results[in.CommandID]; !ok || r.Outcome != "rejected" || r.Partition != in.Partition || r.Offset != in.Offset {
+				c.fail(VInjectedUnhandled, "injected %s at %d/%d: want a stored rejection, got %+v", in.Kind, in.Partition, in.Offset, r)
+			}
+		}
+	}
+	for _, dl := range c.d.DeadLetters {
+		if !mine[pos{dl.Partition, dl.Offset}] {
+			c.fail(VUnaccountedDead, "dead letter at %d/%d (command %q): %s", dl.Partition, dl.Offset, dl.CommandID, dl.Error)
+		}
+	}
+}
+
+// events checks versions, seqs and that each accepted command's events are
+// exactly its stored range (an effect applied once).
+func (c *checker) events(results map[string]Result) {
+	byAgg := map[string][]int64{}
+	byPart := map[int32][]int64{}
+	byCmd := map[string][]Event{}
+	for _, e := range c.d.Events {
+		byAgg[e.AggregateID] = append(byAgg[e.AggregateID], e.Version)
+		byPart[e.Partition] = append(byPart[e.Partition], e.Seq)
+		byCmd[e.CommandID] = append(byCmd[e.CommandID], e)
+	}
+	c.res.Aggregates = len(byAgg)
+	for _, agg := range slices.Sorted(maps.Keys(byAgg)) {
+		if !oneToN(byAgg[agg]) {
+			c.fail(VVersions, "aggregate %s: versions %s, want 1..%d", agg, summarize(byAgg[agg]), len(byAgg[agg]))
+		}
+	}
+	claims := map[int32]Claim{}
+	for _, cl := range c.d.Claims {
+		claims[cl.Partition] = cl
+	}
+	for _, p := range slices.Sorted(maps.Keys(byPart)) {
+		seqs := byPart[p]
+		if !oneToN(seqs) {
+			c.fail(VSeq, "partition %d: seqs %s, want 1..%d", p, summarize(seqs), len(seqs))
+		}
+		if cl, ok := claims[p]; ok && cl.NextSeq != int64(len(seqs))+1 {
+			c.fail(VSeq, "partition %d: %d events but the claim's next_seq is %d", p, len(seqs), cl.NextSeq)
+		}
+	}
+	for id, evs := range byCmd {
+		r, ok := results[id]
+		if !ok || r.Outcome != "accepted" {
+			c.fail(VEvents, "command %s has %d events but its stored outcome is %q", id, len(evs), r.Outcome)
+			continue
+		}
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Version < evs[j].Version })
+		want := r.LastVersion - r.FirstVersion + 1
+		if int64(len(evs)) != want || evs[0].Version != r.FirstVersion || evs[len(evs)-1].Version != r.LastVersion ||
+			evs[0].Seq != r.FirstSeq || evs[len(evs)-1].Seq != r.LastSeq {
+			c.fail(VEvents, "command %s: %d events (versions %d..%d, seqs %d..%d), stored outcome says versions %d..%d, seqs %d..%d",
+				id, len(evs), evs[0].Version, evs[len(evs)-1].Version, evs[0].Seq, evs[len(evs)-1].Seq, r.FirstVersion, r.LastVersion, r.FirstSeq, r.LastSeq)
+		}
+		for _, e := range evs {
+			if e.AggregateID != r.AggregateID || e.Partition != r.Partition {
+				c.fail(VEvents, "command %s: event %s v%d in partition %d, outcome says %s in partition %d", id, e.AggregateID, e.Version, e.Partition, r.AggregateID, r.Partition)
+			}
+		}
+	}
+	for _, r := range c.d.Results {
+		if r.Outcome == "accepted" && r.LastVersion >= r.FirstVersion && r.FirstVersion > 0 && len(byCmd[r.CommandID]) == 0 {
+			c.fail(VEvents, "accepted command %s (versions %d..%d) has no events", r.CommandID, r.FirstVersion, r.LastVersion)
+		}
+	}
+}
+
+// model replays each aggregate's handled commands, in offset order, through
+// the domain's Decide and checks that the stored history is exactly what a
+// sequential exactly-once execution produces: the same accept/reject
+// decisions, the same events, the same rejection reasons; that the fold of
+// the stored events equals the model's state; that snapshots match; and
+// that stock invariants hold at every step.
+func (c *checker) model(results map[string]Result, records map[pos]*Record) {
+	byAgg := map[string][]Result{}
+	for _, r := range c.d.Results {
+		if r.Outcome == "accepted" || r.Outcome == "rejected" {
+			byAgg[r.AggregateID] = append(byAgg[r.AggregateID], r)
+		}
+	}
+	events := map[string][]Event{}
+	for _, e := range c.d.Events {
+		events[e.AggregateID] = append(events[e.AggregateID], e)
+	}
+	snaps := map[string]Snapshot{}
+	for _, s := range c.d.Snapshots {
+		snaps[s.AggregateID] = s
+	}
+	for _, agg := range slices.Sorted(maps.Keys(events)) {
+		if _, ok := byAgg[agg]; !ok {
+			byAgg[agg] = nil
+		}
+	}
+	for _, agg := range slices.Sorted(maps.Keys(byAgg)) {
+		rs := byAgg[agg]
+		sort.Slice(rs, func(i, j int) bool { return rs[i].Offset < rs[j].Offset })
+		evs := events[agg]
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Version < evs[j].Version })
+		byCmd := map[string][]Event{}
+		for _, e := range evs {
+			byCmd[e.CommandID] = append(byCmd[e.CommandID], e)
+		}
+
+		model := stock.Initial()
+		broken := false
+		for _, r := range rs {
+			rec := records[pos{r.Partition, r.Offset}]
+			if rec == nil {
+				broken = true // reported by log()
+				break
+			}
+			v, err := c.reg.Decode(rec.Type, rec.Value)
+			cmd, ok := v.(stock.Command)
+			if err != nil || !ok {
+				c.fail(VState, "aggregate %s: command %s at %d/%d is %s but cannot be decoded: %v", agg, r.CommandID, r.Partition, r.Offset, r.Outcome, err)
+				broken = true
+				break
+			}
+			got, derr := stock.Decide(model, cmd)
+			switch {
+			case r.Outcome == "rejected" && derr == nil:
+				c.fail(VState, "aggregate %s: command %s (%T) was stored as rejected (%s) but is accepted in sequence", agg, r.CommandID, cmd, r.Reason)
+				broken = true
+			case r.Outcome == "rejected" && derr.Error() != r.Reason:
+				c.fail(VState, "aggregate %s: command %s rejected with %q, in sequence it is rejected with %q", agg, r.CommandID, r.Reason, derr.Error())
+				broken = true
+			case r.Outcome == "accepted" && derr != nil:
+				c.fail(VState, "aggregate %s: command %s (%T) was accepted (v%d) but in sequence it is rejected: %v", agg, r.CommandID, cmd, r.FirstVersion, derr)
+				broken = true
+			case r.Outcome == "accepted":
+				stored := byCmd[r.CommandID]
+				if len(stored) != len(got) {
+					c.fail(VState, "aggregate %s: command %s stored %d events, in sequence it produces %d", agg, r.CommandID, len(stored), len(got))
+					broken = true
+					break
+				}
+				for i, ev := range got {
+					name, data, err := c.reg.Encode(ev)
+					if err != nil || name != stored[i].Type || !bytes.Equal(data, stored[i].Data) {
+						c.fail(VState, "aggregate %s: command %s event %d: stored %s %s, in sequence %s %s", agg, r.CommandID, i, stored[i].Type, stored[i].Data, name, data)
+						broken = true
+					}
+					model = stock.Evolve(model, ev)
+				}
+			}
+			if broken {
+				break
+			}
+			if err := stockInvariants(model); err != nil {
+				c.fail(VInvariant, "aggregate %s after command %s: %v", agg, r.CommandID, err)
+			}
+		}
+		if broken {
+			continue
+		}
+		// The fold of the stored events, as a reader would compute it.
+		fold := stock.Initial()
+		for _, e := range evs {
+			v, err := c.reg.Decode(e.Type, e.Data)
+			ev, ok := v.(stock.Event)
+			if err != nil || !ok {
+				c.fail(VState, "aggregate %s: event v%d (%s) cannot be decoded: %v", agg, e.Version, e.Type, err)
+				break
+			}
+			fold = stock.Evolve(fold, ev)
+			if s, ok := snaps[agg]; ok && s.Version == e.Version {
+				c.snapshot(agg, s, fold)
+			}
+		}
+		if err := stockInvariants(fold); err != nil {
+			c.fail(VInvariant, "aggregate %s: folded state: %v", agg, err)
+		}
+		if !sameState(fold, model) {
+			c.fail(VState, "aggregate %s: fold of stored events %+v, sequential replay of handled commands %+v", agg, fold, model)
+		}
+		if s, ok := snaps[agg]; ok && s.Version > int64(len(evs)) {
+			c.fail(VState, "aggregate %s: snapshot at version %d, only %d events", agg, s.Version, len(evs))
+		}
+	}
+}
+
+func (c *checker) snapshot(agg string, s Snapshot, fold stock.State) {
+	var st stock.State
+	if err := (eventsource.JSONCodec{}).Unmarshal(s.State, &st); err != nil {
+		c.fail(VState, "aggregate %s: snapshot v%d cannot be decoded: %v", agg, s.Version, err)
+		return
+	}
+	if !sameState(st, fold) {
+		c.fail(VState, "aggregate %s: snapshot v%d is %+v, the fold of events 1..%d is %+v", agg, s.Version, st, s.Version, fold)
+	}
+}
+
+func sameState(a, b stock.State) bool {
+	if len(a.Reservations) == 0 && len(b.Reservations) == 0 {
+		return a.OnHand == b.OnHand && a.Reserved == b.Reserved
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+func stockInvariants(s stock.State) error {
+	var sum int64
+	for id, q := range s.Reservations {
+		if q <= 0 {
+			return fmt.Errorf("reservation %q holds %d", id, q)
+		}
+		sum += q
+	}
+	switch {
+	case s.OnHand < 0:
+		return fmt.Errorf("on-hand %d is negative", s.OnHand)
+	case s.Reserved < 0 || s.Reserved > s.OnHand:
+		return fmt.Errorf("reserved %d outside [0, on-hand %d]", s.Reserved, s.OnHand)
+	case sum != s.Reserved:
+		return fmt.Errorf("reserved %d but reservations sum to %d", s.Reserved, sum)
+	}
+	return nil
+}
+
+// oneToN reports whether xs is a permutation of 1..len(xs).
+func oneToN(xs []int64) bool {
+	s := slices.Sorted(slices.Values(xs))
+	for i, x := range s {
+		if x != int64(i)+1 {
+			return false
+		}
+	}
+	return true
+}
+
+// summarize describes a set of numbers briefly: range, gaps and repeats.
+func summarize(xs []int64) string {
+	s := slices.Sorted(slices.Values(xs))
+	if len(s) == 0 {
+		return "none"
+	}
+	var gaps, reps []int64
+	for i := 1; i < len(s); i++ {
+		switch {
+		case s[i] == s[i-1]:
+			reps = append(reps, s[i])
+		case s[i] > s[i-1]+1:
+			gaps = append(gaps, s[i-1]+1)
+		}
+	}
+	out := fmt.Sprintf("%d..%d (%d values)", s[0], s[len(s)-1], len(s))
+	if len(gaps) > 0 {
+		out += fmt.Sprintf(", missing from %v", gaps[:min(len(gaps), 5)])
+	}
+	if len(reps) > 0 {
+		out += fmt.Sprintf(", repeated %v", reps[:min(len(reps), 5)])
+	}
+	return out
+}
