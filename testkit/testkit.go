@@ -47,18 +47,18 @@ const (
 type Option func(*config)
 
 type config struct {
-	mode                     Mode
-	postgresImage            string
-	kafkaImage               string
-	postgresURL              string
-	postgresPort, kafkaPort  int
-	startTimeout             time.Duration
-	pullTimeout              time.Duration
-	waitTimeout              time.Duration
-	log                      *slog.Logger
-	logf                     func(format string, args ...any)
-	set                      map[string]bool // options given in code
-	dockerProbeTimeout       time.Duration
+	mode                    Mode
+	postgresImage           string
+	kafkaImage              string
+	postgresURL             string
+	postgresPort, kafkaPort int
+	startTimeout            time.Duration
+	pullTimeout             time.Duration
+	waitTimeout             time.Duration
+	log                     *slog.Logger
+	logf                    func(format string, args ...any)
+	set                     map[string]bool // options given in code
+	dockerProbeTimeout      time.Duration
 }
 
 // WithMode chooses docker, local or auto; default from ONCEFLOW_TESTENV, else auto.
