@@ -131,7 +131,7 @@ func (c *checker) commands(results map[string]Result) {
 		if stored {
 			c.res.Outcomes[r.Outcome]++
 		}
-		var first *Attempt
+		answered := false
 		for i := range atts {
 			a := &atts[i]
 			out, ok := a.Definite()
@@ -149,6 +149,7 @@ func (c *checker) commands(results map[string]Result) {
 				}
 				continue
 			}
+			answered = true
 			if !stored {
 				c.fail(VLost, "command %s (%s %s): answered %s (attempt %d) but has no stored outcome", id, a.Op, a.Aggregate, out, a.N)
 				continue
@@ -168,11 +169,8 @@ func (c *checker) commands(results map[string]Result) {
 					c.fail(VReplyMismatch, "command %s: answered rejection %q, stored %q", id, a.Reason, r.Reason)
 				}
 			}
-			if first == nil {
-				first = a
-			}
 		}
-		if !stored && first == nil {
+		if !stored && !answered {
 			invalid := false
 			for _, a := range atts {
 				if out, _ := a.Definite(); out == "invalid" {

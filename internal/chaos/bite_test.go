@@ -1,0 +1,62 @@
+package chaos
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestUnsafeBuildIsCaught is the checker's self-test: it runs the whole
+// harness against the inventory service built with the
+// onceflow_unsafe_offset_first tag (txn commits the offset in its own
+// transaction before the batch's state) and requires the checker to find
+// violations. If it ever passes that build, the harness has gone blind.
+//
+// It takes about two minutes (two builds, a one-minute run), so it only runs
+// with ONCEFLOW_CHAOS_BITE=1: `make chaos-bite`, which CI runs.
+func TestUnsafeBuildIsCaught(t *testing.T) {
+	if os.Getenv("ONCEFLOW_CHAOS_BITE") == "" {
+		t.Skip("set ONCEFLOW_CHAOS_BITE=1 (make chaos-bite): runs the fault harness against a protocol-breaking build")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	build := func(out, pkg string, tags ...string) string {
+		t.Helper()
+		args := append([]string{"build", "-o", filepath.Join(bin, out)}, tags...)
+		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+		cmd.Dir = "../.." // the module root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+		return filepath.Join(bin, out)
+	}
+	cfg := DefaultConfig()
+	cfg.Dir = filepath.Join(dir, "run")
+	cfg.InventoryBin = build("inventory", "./samples/inventory", "-tags", "onceflow_unsafe_offset_first")
+	cfg.OnceflowBin = build("onceflow", "./cmd/onceflow")
+	cfg.Duration = time.Minute
+	cfg.Seed = 2
+	// The faults that fall between the two transactions of the broken
+	// commit: crashes, Postgres going away, connections cut.
+	cfg.Faults = []string{FaultKill, FaultPostgres, FaultCutPostgres, FaultRestart}
+	cfg.RequireAllFaults = false
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	t.Logf("\n%s", rep.Summary())
+	if rep.ViolationCount == 0 {
+		t.Fatalf("the checker found no violation in a build that commits the offset before the state: it is blind (report %s)", filepath.Join(cfg.Dir, "report.json"))
+	}
+	caught := rep.Check.ViolationsByKind[VLost] + rep.Check.ViolationsByKind[VSkipped] + rep.Check.ViolationsByKind[VSeq]
+	if caught == 0 {
+		t.Fatalf("violations %v, but none of the kinds this break causes (lost, skipped_record, seq_gap)", rep.Check.ViolationsByKind)
+	}
+}
