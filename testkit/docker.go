@@ -48,6 +48,12 @@ func dockerFix() string {
 	return "start the Docker engine (Docker Desktop, `systemctl start docker`, or `dockerd &` as root), or point DOCKER_HOST at a running one; to run without Docker set " + EnvMode + "=local"
 }
 
+// DockerAvailable reports whether a Docker engine answers (within 5
+// seconds), with the same discovery New uses: nil, or an error wrapping
+// ErrDockerUnavailable that says why. Tests that need containers can skip
+// when it fails.
+func DockerAvailable(ctx context.Context) error { return probeDocker(ctx, 5*time.Second) }
+
 // probeDocker checks that a Docker engine answers within timeout. An
 // explicit DOCKER_HOST must answer itself: testcontainers would quietly try
 // other sockets, and a user who set it means that engine.
