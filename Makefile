@@ -2,8 +2,13 @@
 GO      ?= go
 PKGS    ?= ./...
 TIMEOUT ?= 45m
+# make chaos: length of the load and fault phase, and the seed of its schedule.
+DURATION ?= 2m
+SEED     ?= 1
+FUZZTIME ?= 20s
+CHAOS_BIN = .onceflow/bin/onceflow-chaos
 
-.PHONY: all build test vet fmt fmt-check demo bench clean help
+.PHONY: all build test vet fmt fmt-check demo bench clean help chaos chaos-bite fuzz
 
 all: fmt-check vet build ## check formatting, vet and build
 
@@ -30,6 +35,17 @@ demo: ## run the inventory sample (embedded Kafka broker and Postgres under ./.o
 
 bench: ## run the benchmark command (writes a report)
 	$(GO) run ./cmd/onceflow-bench
+
+chaos: ## fault harness: 3-5 service processes, broker, Postgres, seeded faults, exactly-once checker (DURATION=2m SEED=1)
+	$(GO) build -o $(CHAOS_BIN) ./cmd/onceflow-chaos
+	$(CHAOS_BIN) -duration $(DURATION) -seed $(SEED)
+
+chaos-bite: ## the checker's self-test: the harness against a protocol-breaking build must report violations
+	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 15m -run TestUnsafeBuildIsCaught -v ./internal/chaos
+
+fuzz: ## short fuzz runs of command decoding and the HTTP API (FUZZTIME=20s each)
+	$(GO) test -run '^$$' -fuzz FuzzCommandRecord -fuzztime $(FUZZTIME) ./actor
+	$(GO) test -run '^$$' -fuzz FuzzAPI -fuzztime $(FUZZTIME) ./samples/inventory/api
 
 clean: ## remove the demo's embedded state (stop the demo first)
 	rm -rf .onceflow

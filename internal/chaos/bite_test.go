@@ -24,7 +24,16 @@ func TestUnsafeBuildIsCaught(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	dir := t.TempDir()
+	// Not t.TempDir(): Postgres runs as the postgres user and must be able
+	// to enter the directory's parents.
+	dir, err := os.MkdirTemp("", "onceflow-chaos-bite-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	bin := filepath.Join(dir, "bin")
 	build := func(out, pkg string, tags ...string) string {
 		t.Helper()

@@ -141,6 +141,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	// Postgres runs as the postgres OS user when we are root: it must be
+	// able to enter dir (os.MkdirTemp makes it 0700).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return nil, err
+	}
 	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration.String(), Instances: cfg.Instances, Partitions: cfg.Partitions,
 		Rate: cfg.Rate, StartedAt: time.Now().UTC(), Dir: dir, Faults: map[string]int{}}
 	err = run(ctx, &cfg, dir, rep)
