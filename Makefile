@@ -49,3 +49,17 @@ fuzz: ## short fuzz runs of command decoding and the HTTP API (FUZZTIME=20s each
 
 clean: ## remove the demo's embedded state (stop the demo first)
 	rm -rf .onceflow
+
+# Integration suite through testkit (testcontainers or the local fallback).
+INTEGRATION ?= ./testkit/... ./samples/inventory/... ./cmd/onceflow-devbroker/...
+
+.PHONY: images test-docker test-local
+
+images: ## build the local test images if missing (onceflow/postgres:15-local, onceflow/devbroker:local)
+	scripts/build-test-images.sh
+
+test-docker: ## integration suite through testcontainers (official images unless ONCEFLOW_TEST_*_IMAGE say otherwise)
+	ONCEFLOW_TESTENV=docker $(GO) test -race -count=1 -timeout $(TIMEOUT) $(INTEGRATION)
+
+test-local: ## integration suite on the local fallback: in-process broker, private Postgres, no Docker
+	ONCEFLOW_TESTENV=local $(GO) test -race -count=1 -timeout $(TIMEOUT) $(INTEGRATION)
