@@ -71,7 +71,8 @@
 //
 //	docker  containers; fail with a clear error if Docker does not answer
 //	local   the in-process broker and a private Postgres
-//	auto    (or unset) docker if an engine answers, else local, with a log line
+//	auto    (or unset) docker if an engine answers and the images are present
+//	        or pullable, else local, with a log line saying why
 //
 // ONCEFLOW_TEST_DATABASE_URL (or WithPostgresURL) uses an existing Postgres
 // server in either mode: each Env gets a fresh database on it, dropped on

@@ -72,6 +72,17 @@ func TestAutoFallsBackToLocal(t *testing.T) {
 	}
 }
 
+// Auto mode also takes the local environment when Docker answers but an
+// image is neither present nor pullable; docker mode fails instead
+// (TestImageMissing).
+func TestAutoFallsBackWithoutImages(t *testing.T) {
+	requireDocker(t)
+	env := testkit.Start(t, testkit.WithMode(testkit.ModeAuto), testkit.WithKafkaImage("onceflow/no-such-image:missing"), testkit.WithPullTimeout(20*time.Second))
+	if env.Mode() != testkit.ModeLocal {
+		t.Fatalf("mode %s, want local", env.Mode())
+	}
+}
+
 func TestBadModeVariable(t *testing.T) {
 	t.Setenv(testkit.EnvMode, "podman")
 	newFails(t, testkit.ErrInvalidConfig, time.Second, []string{`ONCEFLOW_TESTENV="podman": want docker, local or auto`})

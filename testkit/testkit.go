@@ -190,19 +190,38 @@ func New(ctx context.Context, opts ...Option) (*Env, error) {
 	mode := c.mode
 	if mode == ModeAuto {
 		if err := probeDocker(ctx, c.dockerProbeTimeout); err != nil {
-			c.logf("testkit: no Docker engine answers (%v); using the local environment (in-process Kafka broker, private Postgres). Set %s=docker to require Docker.", err, EnvMode)
+			c.logf("testkit: using the local environment (in-process Kafka broker, private Postgres): %s. Set %s=docker to require Docker.", causeOf(err), EnvMode)
 			mode = ModeLocal
 		} else {
 			mode = ModeDocker
 		}
 	}
-	e := &Env{mode: mode, waitTimeout: c.waitTimeout, logf: c.logf}
 	sctx, cancel := context.WithTimeout(ctx, c.startTimeout)
 	defer cancel()
-	switch mode {
-	case ModeDocker:
+	e, err := start(ctx, sctx, c, mode)
+	// Auto mode takes the best environment available: an engine without
+	// the images (no registry, images not built) is not available. An
+	// explicit ONCEFLOW_TESTENV=docker gets the error instead.
+	if mode == ModeDocker && c.mode == ModeAuto && errors.Is(err, ErrImageUnavailable) {
+		c.logf("testkit: using the local environment (in-process Kafka broker, private Postgres): Docker answers, but %s. Set %s=docker to require Docker.", causeOf(err), EnvMode)
+		mode = ModeLocal
+		e, err = start(ctx, sctx, c, mode)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c.logf("testkit: %s environment ready: kafka %s, postgres %s", mode, e.brokers, redact(e.dsn))
+	return e, nil
+}
+
+// start starts one environment of the given mode; on failure it removes
+// whatever it had started.
+func start(ctx, sctx context.Context, c *config, mode Mode) (*Env, error) {
+	e := &Env{mode: mode, waitTimeout: c.waitTimeout, logf: c.logf}
+	var err error
+	if mode == ModeDocker {
 		err = e.startDocker(ctx, sctx, c)
-	default:
+	} else {
 		err = e.startLocal(sctx, c)
 	}
 	if err == nil {
@@ -214,7 +233,6 @@ func New(ctx context.Context, opts ...Option) (*Env, error) {
 		}
 		return nil, err
 	}
-	c.logf("testkit: %s environment ready: kafka %s, postgres %s", mode, e.brokers, redact(e.dsn))
 	return e, nil
 }
 
@@ -305,6 +323,18 @@ func (e *Env) Close() error {
 }
 
 func (e *Env) onClose(f func(ctx context.Context) error) { e.closers = append(e.closers, f) }
+
+// causeOf returns an error's message without an EnvError's fix line.
+func causeOf(err error) string {
+	var ee *EnvError
+	if errors.As(err, &ee) {
+		if ee.Err != nil {
+			return ee.Cause + ": " + ee.Err.Error()
+		}
+		return ee.Cause
+	}
+	return err.Error()
+}
 
 // redact hides a password in a URL for logs.
 func redact(dsn string) string {
