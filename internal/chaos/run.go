@@ -219,7 +219,7 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	var injected []Injected
 	var injectErr error
 	wg.Add(3)
-	go func() { defer wg.Done(); load.run(phase, 24) }()
+	go func() { defer wg.Done(); load.run(phase, 48) }()
 	go func() { defer wg.Done(); nem.run(phase) }()
 	go func() {
 		defer wg.Done()
@@ -322,6 +322,7 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	}
 	rep.Check = res
 	rep.ViolationCount = len(res.Violations)
+	rep.Violations = []Violation{}
 	perKind := map[string]int{}
 	for _, v := range res.Violations {
 		if perKind[v.Kind]++; perKind[v.Kind] <= 20 {
