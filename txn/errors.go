@@ -72,9 +72,21 @@ var (
 // ambiguous (the connection broke during COMMIT): if it had committed, the
 // retry fails with a *FencedError whose SelfFenced() is true.
 func IsRetryable(err error) bool {
+	var (
+		connectErr *pgconn.ConnectError
+		pgErr      *pgconn.PgError
+	)
 	switch {
 	case err == nil:
 		return false
+	case errors.As(err, &connectErr) && !errors.As(err, &pgErr) && !errors.Is(err, context.Canceled):
+		// No connection could be established: refused, reset, or pgx's own
+		// connect_timeout expired. The last wraps context.DeadlineExceeded
+		// although the caller's context is alive, so it must be told apart
+		// from the caller giving up (below). Nothing was sent. (A server
+		// error during connect, such as bad credentials, has a PgError and
+		// is classified by its code below.)
+		return true
 	case errors.Is(err, ErrFenced):
 		// A newer owner holds the partition, or our own earlier commit
 		// moved it: retrying the same CAS can never succeed. Stop the
@@ -95,7 +107,6 @@ func IsRetryable(err error) bool {
 		return false
 	}
 
-	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch pgErr.Code {
 		case "40001": // serialization_failure: a concurrent transaction won; rerun.
@@ -130,7 +141,6 @@ func IsRetryable(err error) bool {
 		return true
 	}
 	// The server could not be reached, or the connection broke mid-call.
-	var connectErr *pgconn.ConnectError
 	var netErr net.Error
 	if errors.As(err, &connectErr) || errors.As(err, &netErr) ||
 		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
