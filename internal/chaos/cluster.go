@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/onceflow/onceflow/internal/pgcluster"
@@ -68,6 +70,33 @@ func (d *deployment) stopPostgres(ctx context.Context) error {
 		return nil
 	}
 	return d.pg.Stop(ctx)
+}
+
+// crashPostgres stops Postgres the way a crash would: SIGQUIT to the
+// postmaster (what pg_ctl stop -m immediate sends), so no shutdown
+// checkpoint is written and the next start runs crash recovery. Committed
+// transactions must survive (fsync on); in-flight ones vanish.
+func (d *deployment) crashPostgres(ctx context.Context) error {
+	b, err := os.ReadFile(filepath.Join(d.pg.DataDir(), "postmaster.pid"))
+	if err != nil {
+		return fmt.Errorf("postmaster.pid: %w", err)
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(first))
+	if err != nil {
+		return fmt.Errorf("postmaster.pid: %q: %w", first, err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGQUIT); err != nil {
+		return fmt.Errorf("SIGQUIT postmaster %d: %w", pid, err)
+	}
+	for syscall.Kill(pid, 0) == nil {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 func (d *deployment) startBroker(ctx context.Context) error {

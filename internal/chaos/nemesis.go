@@ -16,7 +16,7 @@ const (
 	FaultRestart        = "restart"          // graceful restart of an instance (SIGTERM, start)
 	FaultAdd            = "add_instance"     // start one more instance
 	FaultRemove         = "remove_instance"  // stop an instance gracefully for good
-	FaultPostgres       = "postgres_restart" // stop and start the Postgres cluster
+	FaultPostgres       = "postgres_restart" // stop (fast shutdown or crash) and start the Postgres cluster
 	FaultBroker         = "broker_restart"   // stop and start the broker process
 	FaultCutPostgres    = "cut_postgres"     // cut one instance's Postgres connections for a while
 	FaultCutKafka       = "cut_kafka"        // cut one instance's Kafka connections for a while
@@ -140,7 +140,15 @@ func (n *nemesis) inject(ctx context.Context, kind string) {
 			return err
 		case FaultPostgres:
 			ev.Target = "postgres"
-			if err := d.stopPostgres(bg); err != nil {
+			stop := d.stopPostgres
+			ev.Detail = "fast shutdown"
+			if n.rng.IntN(2) == 0 {
+				stop, ev.Detail = d.crashPostgres, "crash (immediate shutdown, crash recovery on start)"
+			}
+			sctx, cancel := context.WithTimeout(bg, time.Minute)
+			err := stop(sctx)
+			cancel()
+			if err != nil {
 				return err
 			}
 			sleep(ctx, n.between(500, 3000))
