@@ -31,6 +31,7 @@ const (
 	VInjectedUnhandled   = "injected_unhandled"            // a malformed record did not end as a dead letter or a rejection
 	VMalformedNoDeadLtr  = "malformed_without_dead_letter" // a record without a usable command id was consumed without a dead letter
 	VFaultKindNotCovered = "fault_kind_not_injected"       // the run did not inject every fault kind it had to
+	VHalted              = "partition_halted"              // an instance halted a partition (liveness: it stops consuming)
 )
 
 // Violation is one broken promise found by Check.

@@ -320,6 +320,14 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 			}
 		}
 	}
+	if rep.Ownership.Halts > 0 {
+		// The load sends only well-formed commands and malformed records
+		// are dead-lettered: a halt is the runtime giving up on a fault it
+		// should have ridden out (the records stay in Kafka, so it also
+		// shows as not drained).
+		res.Violations = append(res.Violations, Violation{Kind: VHalted, Detail: fmt.Sprintf("%d partition halts in the instances' logs (grep 'partition halted' %s/inst-*.log)", rep.Ownership.Halts, dir)})
+		res.ViolationsByKind[VHalted]++
+	}
 	rep.Check = res
 	rep.ViolationCount = len(res.Violations)
 	rep.Violations = []Violation{}
