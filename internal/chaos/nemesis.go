@@ -135,9 +135,8 @@ func (n *nemesis) inject(ctx context.Context, kind string) {
 			if s == nil {
 				return fmt.Errorf("no idle slot")
 			}
-			err := d.startInstance(bg, s)
-			ev.Target = s.proc.name
-			return err
+			ev.Target = fmt.Sprintf("slot %d", s.i)
+			return d.startInstance(bg, s)
 		case FaultPostgres:
 			ev.Target = "postgres"
 			stop := d.stopPostgres
