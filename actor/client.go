@@ -29,7 +29,7 @@ type Client struct {
 	consumer *kafka.Consumer
 
 	mu      sync.Mutex
-	waiters map[string][]chan Outcome
+	waiters map[string][]*waiter // by command id
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -65,7 +65,7 @@ func NewClient(ctx context.Context, reg *eventsource.Registry, opts ...ClientOpt
 			return nil, err
 		}
 	}
-	c := &Client{cfg: cfg, reg: reg, waiters: map[string][]chan Outcome{}, closing: make(chan struct{})}
+	c := &Client{cfg: cfg, reg: reg, waiters: map[string][]*waiter{}, closing: make(chan struct{})}
 	var err error
 	if c.producer, err = kafka.NewProducer(producerConfig(&cfg)); err != nil {
 		return nil, fmt.Errorf("onceflow: kafka producer: %w", err)
@@ -136,15 +136,21 @@ func (c *Client) pollReplies() {
 		if !ok {
 			continue
 		}
-		o, err := decodeReply(m.Value)
+		r, err := decodeReply(m.Value)
 		if err != nil {
 			c.cfg.log.Warn("ignoring malformed reply", "topic", c.cfg.replyTopic, "offset", m.TopicPartition.Offset, "err", err)
 			continue
 		}
 		c.mu.Lock()
-		for _, ch := range c.waiters[o.CommandID] {
+		for _, w := range c.waiters[r.CommandID] {
+			// A reply tagged with a send id answers that send only: a
+			// resend must learn that it was a duplicate, not receive the
+			// first send's late reply.
+			if r.SendID != "" && r.SendID != w.sendID {
+				continue
+			}
 			select {
-			case ch <- o:
+			case w.ch <- r.Outcome:
 			default:
 			}
 		}
@@ -160,20 +166,26 @@ func (c *Client) drainDeliveries() {
 	}
 }
 
-func (c *Client) register(id string) chan Outcome {
-	ch := make(chan Outcome, 1)
-	c.mu.Lock()
-	c.waiters[id] = append(c.waiters[id], ch)
-	c.mu.Unlock()
-	return ch
+// waiter is one Send waiting for its reply.
+type waiter struct {
+	sendID string
+	ch     chan Outcome
 }
 
-func (c *Client) unregister(id string, ch chan Outcome) {
+func (c *Client) register(id string) *waiter {
+	w := &waiter{sendID: randomID(), ch: make(chan Outcome, 1)}
+	c.mu.Lock()
+	c.waiters[id] = append(c.waiters[id], w)
+	c.mu.Unlock()
+	return w
+}
+
+func (c *Client) unregister(id string, w *waiter) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ws := c.waiters[id]
-	for i, w := range ws {
-		if w == ch {
+	for i, x := range ws {
+		if x == w {
 			ws = append(ws[:i], ws[i+1:]...)
 			break
 		}
@@ -230,8 +242,8 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.sendTimeout)
 		defer cancel()
 	}
-	ch := c.register(id)
-	defer c.unregister(id, ch)
+	w := c.register(id)
+	defer c.unregister(id, w)
 
 	topic := c.cfg.topic
 	msg := &kafka.Message{
@@ -242,6 +254,7 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 			{Key: HeaderCommandID, Value: []byte(id)},
 			{Key: HeaderCommandType, Value: []byte(name)},
 			{Key: HeaderReplyTopic, Value: []byte(c.cfg.replyTopic)},
+			{Key: HeaderSendID, Value: []byte(w.sendID)},
 		},
 	}
 	delivery := make(chan kafka.Event, 1)
@@ -268,7 +281,7 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 	case <-ctx.Done():
 		return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
 	}
-	return c.await(ctx, id, ch)
+	return c.await(ctx, id, w.ch)
 }
 
 func (c *Client) await(ctx context.Context, id string, ch chan Outcome) (Outcome, error) {

@@ -549,7 +549,7 @@ func (p *partitionActor) reply(items []*item) {
 		if !it.hasID || it.env.replyTopic == "" {
 			continue
 		}
-		p.rt.sendReply(it.env.replyTopic, p.outcome(it))
+		p.rt.sendReply(it.env.replyTopic, reply{Outcome: p.outcome(it), SendID: it.env.sendID})
 	}
 }
 
@@ -574,7 +574,7 @@ func (p *partitionActor) replyStored(items []*item, next int64) {
 	}
 	for _, it := range items {
 		if r, ok := found[it.env.commandID]; ok && it.offset < next && it.env.replyTopic != "" {
-			p.rt.sendReply(it.env.replyTopic, outcomeFromResult(r, it.status == statusBatchDuplicate || r.Offset != it.offset))
+			p.rt.sendReply(it.env.replyTopic, reply{Outcome: outcomeFromResult(r, it.status == statusBatchDuplicate || r.Offset != it.offset), SendID: it.env.sendID})
 		}
 	}
 }

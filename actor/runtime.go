@@ -455,8 +455,9 @@ func (r *Runtime) mirrorOffset(key txn.PartitionKey, next int64) {
 	_, _ = r.consumer.StoreOffsets([]kafka.TopicPartition{{Topic: &r.cfg.topic, Partition: key.Partition, Offset: kafka.Offset(next)}})
 }
 
-func (r *Runtime) sendReply(topic string, o Outcome) {
-	val, err := encodeReply(o)
+func (r *Runtime) sendReply(topic string, rep reply) {
+	o := rep.Outcome
+	val, err := encodeReply(rep)
 	if err != nil {
 		r.metrics.replyErrors.Add(1)
 		return

@@ -217,3 +217,37 @@ func TestHaltPolicyStopsThePartition(t *testing.T) {
 		t.Fatal("no other partition served a command after one partition halted")
 	}
 }
+
+// Two sends of one command id at once (two clients sharing the reply topic):
+// one is the first handling, the other must be told it was a duplicate —
+// each reply answers its own send, never the other's.
+func TestConcurrentSendsOfOneIDEachGetTheirOwnReply(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a")
+	owns(t, a, testPartitions)
+	c1, c2 := e.client(), e.client()
+	for i := range 10 {
+		id := fmt.Sprintf("same-%d", i)
+		type res struct {
+			o   actor.Outcome
+			err error
+		}
+		out := make(chan res, 2)
+		for _, c := range []*actor.Client{c1, c2} {
+			go func() {
+				o, err := send(t, c, Deposit{Account: "s", Amount: 1}, actor.WithCommandID(id))
+				out <- res{o, err}
+			}()
+		}
+		r1, r2 := <-out, <-out
+		if r1.err != nil || r2.err != nil {
+			t.Fatalf("%s: %v / %v", id, r1.err, r2.err)
+		}
+		if r1.o.Duplicate == r2.o.Duplicate || r1.o.FirstVersion != r2.o.FirstVersion {
+			t.Fatalf("%s: want exactly one duplicate with the same versions, got %+v and %+v", id, r1.o, r2.o)
+		}
+	}
+	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.events WHERE aggregate_id = 's'`); n != 10 {
+		t.Fatalf("%d events, want 10", n)
+	}
+}

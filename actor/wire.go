@@ -17,13 +17,16 @@ import (
 //	headers onceflow-command-id   the command id (idempotency key), required
 //	        onceflow-command-type the registered command type name, required
 //	        onceflow-reply-topic  where to send the outcome, optional
+//	        onceflow-send-id      echoed in the reply, optional: lets a
+//	                              client match a reply to one send attempt
 //
 // Wire format of an outcome record on a reply topic: key = command id,
-// value = the JSON of Outcome.
+// value = the JSON of Outcome plus "send_id" when the command had one.
 const (
 	HeaderCommandID   = "onceflow-command-id"
 	HeaderCommandType = "onceflow-command-type"
 	HeaderReplyTopic  = "onceflow-reply-topic"
+	HeaderSendID      = "onceflow-send-id"
 )
 
 // maxCommandIDLen bounds command ids (they are primary keys).
@@ -38,17 +41,23 @@ func outcomeFromResult(r txn.CommandResult, dup bool) Outcome {
 	}
 }
 
-func encodeReply(o Outcome) ([]byte, error) { return json.Marshal(o) }
+// reply is an outcome on the wire, tagged with the send attempt it answers.
+type reply struct {
+	Outcome
+	SendID string `json:"send_id,omitempty"`
+}
 
-func decodeReply(b []byte) (Outcome, error) {
-	var o Outcome
-	if err := json.Unmarshal(b, &o); err != nil {
-		return Outcome{}, err
+func encodeReply(r reply) ([]byte, error) { return json.Marshal(r) }
+
+func decodeReply(b []byte) (reply, error) {
+	var r reply
+	if err := json.Unmarshal(b, &r); err != nil {
+		return reply{}, err
 	}
-	if o.CommandID == "" {
-		return Outcome{}, fmt.Errorf("reply without command_id")
+	if r.CommandID == "" {
+		return reply{}, fmt.Errorf("reply without command_id")
 	}
-	return o, nil
+	return r, nil
 }
 
 // header returns the last value of header k.
@@ -78,6 +87,7 @@ type envelope struct {
 	commandID  string
 	typeName   string
 	replyTopic string
+	sendID     string
 	key        string
 }
 
@@ -100,6 +110,7 @@ func parseEnvelope(m *kafka.Message) (envelope, error) {
 		return e, fmt.Errorf("missing header %s", HeaderCommandType)
 	}
 	e.replyTopic, _ = header(m, HeaderReplyTopic)
+	e.sendID, _ = header(m, HeaderSendID)
 	if len(m.Key) == 0 {
 		return e, fmt.Errorf("empty record key: the key must be the aggregate id")
 	}
