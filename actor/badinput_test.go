@@ -108,7 +108,7 @@ func TestMalformedRecordsAreDeadLetteredAndThePartitionMoves(t *testing.T) {
 			}
 		}
 	}
-	claim, err := store.ReadClaim(context.Background(), txn.PartitionKey{Group: "onceflow.test.account", Topic: e.topic, Partition: p})
+	claim, err := store.ReadClaim(context.Background(), txn.PartitionKey{Group: e.group, Topic: e.topic, Partition: p})
 	if err != nil || claim.NextOffset != after.Offset+1 {
 		t.Fatalf("claim %+v %v: want next_offset %d (past every malformed record)", claim, err, after.Offset+1)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,9 +17,33 @@ import (
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/eventsource"
 	"github.com/onceflow/onceflow/internal/testenv"
+	"github.com/onceflow/onceflow/testkit"
 )
 
-func TestMain(m *testing.M) { os.Exit(testenv.Main(m)) }
+// kit, when ONCEFLOW_TESTENV is set (docker or local), is the shared testkit
+// environment the integration tests run on: through testcontainers, or on
+// the local fallback. Otherwise each test gets its own in-process kfake
+// broker and a fresh database on a private cluster (internal/testenv).
+var kit *testkit.Env
+
+func TestMain(m *testing.M) {
+	if os.Getenv(testkit.EnvMode) == "" {
+		os.Exit(testenv.Main(m))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	var err error
+	kit, err = testkit.New(ctx)
+	cancel()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "actor tests:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := kit.Close(); err != nil {
+		fmt.Fprintln(os.Stderr, "actor tests: closing the test environment:", err)
+	}
+	os.Exit(code)
+}
 
 // --- a small account domain used by the runtime tests ---
 
@@ -106,16 +131,35 @@ func newAccountAggregate(t testing.TB) *eventsource.Aggregate[Account, eventsour
 type env struct {
 	t       *testing.T
 	brokers string
+	kafka   map[string]string // extra client properties from testkit
 	topic   string
+	group   string
 	pool    *pgxpool.Pool
 	agg     *eventsource.Aggregate[Account, eventsource.Command, any]
-	cluster *kfake.Cluster
 }
 
 const testPartitions = 4
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	if kit != nil {
+		// One shared broker: every test has its own topics, group and database.
+		name := strings.ToLower(strings.NewReplacer("/", ".", "_", "-").Replace(t.Name()))
+		topic := "accounts." + name
+		kit.CreateTopic(t, topic, testPartitions)
+		kit.CreateTopic(t, topic+".replies", testPartitions)
+		cfg, err := pgxpool.ParseConfig(kit.FreshDatabase(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = 8
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		return &env{t: t, brokers: kit.Brokers(), kafka: kit.KafkaConfig(), topic: topic, group: "onceflow.test." + name, pool: pool, agg: newAccountAggregate(t)}
+	}
 	topic := "accounts.commands"
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(1),
@@ -126,7 +170,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("kfake: %v", err)
 	}
 	t.Cleanup(c.Close)
-	return &env{t: t, brokers: c.ListenAddrs()[0], topic: topic, pool: testenv.Pool(t), agg: newAccountAggregate(t), cluster: c}
+	return &env{t: t, brokers: c.ListenAddrs()[0], topic: topic, group: "onceflow.test.account", pool: testenv.Pool(t), agg: newAccountAggregate(t)}
 }
 
 func testLogger(t testing.TB) *slog.Logger {
@@ -176,8 +220,8 @@ func (e *env) start(id string, opts ...actor.Option) *running {
 func (e *env) startWith(id string, kafkaProps map[string]string, opts ...actor.Option) *running {
 	e.t.Helper()
 	base := []actor.Option{
-		actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithInstanceID(id),
-		actor.WithLogger(testLogger(e.t)), actor.WithKafkaConfig(kafkaProps),
+		actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithInstanceID(id), actor.WithGroup(e.group),
+		actor.WithLogger(testLogger(e.t)), actor.WithKafkaConfig(e.kafka), actor.WithKafkaConfig(kafkaProps),
 		actor.WithBatch(100, 5*time.Millisecond),
 	}
 	rt, err := actor.NewRuntime(e.agg, e.pool, append(base, opts...)...)
@@ -195,7 +239,7 @@ func (e *env) client(opts ...actor.ClientOption) *actor.Client {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	base := []actor.ClientOption{actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithLogger(testLogger(e.t))}
+	base := []actor.ClientOption{actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithLogger(testLogger(e.t)), actor.WithKafkaConfig(e.kafka)}
 	c, err := actor.NewClient(ctx, e.agg.Registry, append(base, opts...)...)
 	if err != nil {
 		e.t.Fatalf("NewClient: %v", err)

@@ -346,7 +346,10 @@ func (e *Env) runKafka(ctx context.Context, c *config, devbroker bool) error {
 				"KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": "1",
 				"KAFKA_TRANSACTION_STATE_LOG_MIN_ISR":            "1",
 				"KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS":         "0",
-				"KAFKA_LOG_DIRS":                                 "/tmp/kraft-combined-logs",
+				// Tests use short sessions to make rebalances quick; the
+				// broker default minimum is 6s (the devbroker's is 100ms).
+				"KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS": "100",
+				"KAFKA_LOG_DIRS":                     "/tmp/kraft-combined-logs",
 			}),
 			// Wait for the starter script, which sets the advertised
 			// listener to the mapped port (the testcontainers Kafka
