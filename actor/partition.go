@@ -49,12 +49,13 @@ type item struct {
 
 // Messages of the partition actor.
 type (
-	record     struct{ msg *kafka.Message }
-	flushTick  struct{ gen uint64 }
-	stopReq    struct{ done chan struct{} }
-	childEntry struct {
-		pid   *pa.PID
-		batch uint64
+	record        struct{ msg *kafka.Message }
+	flushTick     struct{ gen uint64 }
+	stopReq       struct{ done chan struct{} }
+	passivateTick struct{}
+	childEntry    struct {
+		pid      *pa.PID
+		lastUsed time.Time
 	}
 )
 
@@ -83,7 +84,6 @@ type partitionActor struct {
 	timerGen uint64
 	armed    bool
 	children map[string]*childEntry
-	batchNo  uint64
 	stopped  bool
 	gapSeen  bool
 }
@@ -110,10 +110,39 @@ func (p *partitionActor) Receive(actx pa.Context) {
 	case *stopReq:
 		p.shutdown(actx)
 		close(m.done)
-	case *passivateReq:
-		if c, ok := p.children[m.id]; ok && c.pid.Equal(m.pid) && c.batch <= m.batch {
-			delete(p.children, m.id)
-			actx.Stop(m.pid)
+	case *pa.Started:
+		p.armPassivation(actx)
+	case *passivateTick:
+		if !p.stopped {
+			p.passivateIdle(actx)
+			p.armPassivation(actx)
+		}
+	}
+}
+
+// passivationTick is how often a partition looks for idle aggregates.
+func passivationTick(after time.Duration) time.Duration {
+	return min(max(after/2, time.Millisecond), 10*time.Second)
+}
+
+func (p *partitionActor) armPassivation(actx pa.Context) {
+	self, root := actx.Self(), p.rt.system.Root
+	time.AfterFunc(passivationTick(p.rt.cfg.passivate), func() { root.Send(self, &passivateTick{}) })
+}
+
+// passivateIdle stops the aggregates not used for the passivation timeout.
+// The parent decides and stops its children itself, between batches, and
+// removes them from its map first: no command can be sent to a stopping
+// child, and the next command for that aggregate spawns a fresh child that
+// reloads from Postgres. (A child that stopped itself on protoactor's
+// ReceiveTimeout would lose the messages sent to it meanwhile; protoactor's
+// receive-timeout timer also races with its own setup at short timeouts.)
+func (p *partitionActor) passivateIdle(actx pa.Context) {
+	cutoff := time.Now().Add(-p.rt.cfg.passivate)
+	for id, c := range p.children {
+		if c.lastUsed.Before(cutoff) {
+			delete(p.children, id)
+			actx.Stop(c.pid)
 			p.rt.metrics.passivations.Add(1)
 		}
 	}
@@ -168,7 +197,6 @@ func (p *partitionActor) flush(actx pa.Context) {
 // process runs one batch to completion: commit, fence, halt, or shutdown.
 func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 	for !p.stopped {
-		p.batchNo++
 		items := p.prepare(recs)
 		if err := p.retry("look up command ids", func(ctx context.Context) error { return p.markDuplicates(ctx, items) }); err != nil {
 			return
@@ -419,12 +447,12 @@ func (p *partitionActor) ensureLoaded(ctx context.Context, actx pa.Context, item
 }
 
 func (p *partitionActor) spawnChild(actx pa.Context, id string, state any, version int64) {
-	h, passivate := p.rt.h, p.rt.cfg.passivate
+	h := p.rt.h
 	props := pa.PropsFromProducer(func() pa.Actor {
-		return &aggregateActor{h: h, id: id, state: state, version: version, passivate: passivate}
+		return &aggregateActor{h: h, state: state, version: version}
 	}, pa.WithSupervisor(stopOnPanic))
 	pid := actx.Spawn(props)
-	p.children[id] = &childEntry{pid: pid}
+	p.children[id] = &childEntry{pid: pid, lastUsed: time.Now()}
 }
 
 // stopOnPanic never restarts a child: a restarted child would have lost its
@@ -446,10 +474,11 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 		byAgg[it.aggID] = append(byAgg[it.aggID], it)
 	}
 	futures := make([]*pa.Future, len(order))
+	now := time.Now()
 	for i, id := range order {
 		c := p.children[id]
-		c.batch = p.batchNo
-		futures[i] = actx.RequestFuture(c.pid, &decideReq{batch: p.batchNo, items: byAgg[id]}, decideTimeout)
+		c.lastUsed = now
+		futures[i] = actx.RequestFuture(c.pid, &decideReq{items: byAgg[id]}, decideTimeout)
 	}
 	var snaps []eventsource.Snapshot
 	for i, f := range futures {
