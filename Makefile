@@ -51,7 +51,7 @@ clean: ## remove the demo's embedded state (stop the demo first)
 	rm -rf .onceflow
 
 # Integration suite through testkit (testcontainers or the local fallback).
-INTEGRATION ?= ./testkit/... ./samples/inventory/... ./cmd/onceflow-devbroker/...
+INTEGRATION ?= ./actor/... ./testkit/... ./samples/inventory/... ./cmd/onceflow-devbroker/...
 
 .PHONY: images test-docker test-local
 
