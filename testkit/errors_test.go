@@ -1,10 +1,12 @@
 package testkit_test
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,6 +24,26 @@ func requireDocker(t *testing.T) {
 	}
 	if err := testkit.DockerAvailable(context.Background()); err != nil {
 		t.Skipf("no Docker: %v", err)
+	}
+}
+
+// requireImages skips a test that starts containers when the configured
+// images are not present: they cannot be pulled on a machine without a
+// registry. CI's docker stage configures the local images, so these tests
+// run there.
+func requireImages(t *testing.T) {
+	t.Helper()
+	requireDocker(t)
+	if _, err := exec.LookPath("docker"); err != nil {
+		t.Skip("no docker CLI to inspect images")
+	}
+	for _, img := range []string{
+		cmp.Or(os.Getenv(testkit.EnvPostgresImage), testkit.DefaultPostgresImage),
+		cmp.Or(os.Getenv(testkit.EnvKafkaImage), testkit.DefaultKafkaImage),
+	} {
+		if err := exec.Command("docker", "image", "inspect", img).Run(); err != nil {
+			t.Skipf("image %s is not present: pull it, or run scripts/build-test-images.sh and set %s and %s", img, testkit.EnvPostgresImage, testkit.EnvKafkaImage)
+		}
 	}
 }
 
@@ -108,7 +130,7 @@ func takenPort(t *testing.T) int {
 }
 
 func TestPortClashDocker(t *testing.T) {
-	requireDocker(t)
+	requireImages(t)
 	p := takenPort(t)
 	newFails(t, testkit.ErrPortInUse, time.Minute,
 		[]string{"cannot publish host port " + strconv.Itoa(p), "WithPostgresPort"},
@@ -137,7 +159,7 @@ func TestPostgresRefusesConnection(t *testing.T) {
 // A server that answers but rejects the credentials fails at once, without
 // waiting out a timeout.
 func TestPostgresRejectsCredentials(t *testing.T) {
-	requireDocker(t)
+	requireImages(t)
 	env := testkit.Start(t, testkit.WithMode(testkit.ModeDocker)) // a server with password authentication
 	bad := strings.Replace(env.DSN(), ":onceflow@", ":wrong@", 1)
 	if bad == env.DSN() {
