@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/txn"
@@ -16,24 +15,7 @@ import (
 // produceTo writes a raw record to one partition of the command topic.
 func (e *env) produceTo(partition int32, key, value []byte, headers map[string]string) int64 {
 	e.t.Helper()
-	p, err := kafka.NewProducer(&kafka.ConfigMap{"bootstrap.servers": e.brokers, "enable.metrics.push": false, "message.max.bytes": 2_000_000})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer p.Close()
-	var hs []kafka.Header
-	for k, v := range headers {
-		hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
-	}
-	dr := make(chan kafka.Event, 1)
-	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.topic, Partition: partition}, Key: key, Value: value, Headers: hs}, dr); err != nil {
-		e.t.Fatal(err)
-	}
-	m := (<-dr).(*kafka.Message)
-	if m.TopicPartition.Error != nil {
-		e.t.Fatal(m.TopicPartition.Error)
-	}
-	return int64(m.TopicPartition.Offset)
+	return int64(e.produce(partition, key, value, headers).Offset)
 }
 
 // Malformed records beyond TestOutcomes' set, all in the partition of one

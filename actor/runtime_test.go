@@ -24,10 +24,17 @@ func send(t *testing.T, c *actor.Client, cmd interface{ AggregateID() string }, 
 }
 
 // produceRaw writes a record straight to the command topic, bypassing the
-// client (to inject malformed input).
+// client (to inject malformed input), partitioned by key like the Client.
 func (e *env) produceRaw(key, value []byte, headers map[string]string) kafka.TopicPartition {
 	e.t.Helper()
-	cm := kafka.ConfigMap{"bootstrap.servers": e.brokers, "enable.metrics.push": false, "partitioner": "murmur2_random"}
+	return e.produce(kafka.PartitionAny, key, value, headers)
+}
+
+// produce writes a raw record to a partition (or kafka.PartitionAny) of the
+// command topic and returns where it landed.
+func (e *env) produce(partition int32, key, value []byte, headers map[string]string) kafka.TopicPartition {
+	e.t.Helper()
+	cm := kafka.ConfigMap{"bootstrap.servers": e.brokers, "enable.metrics.push": false, "partitioner": "murmur2_random", "message.max.bytes": 2_000_000}
 	for k, v := range e.kafka {
 		cm[k] = v
 	}
@@ -41,7 +48,7 @@ func (e *env) produceRaw(key, value []byte, headers map[string]string) kafka.Top
 		hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
 	}
 	dr := make(chan kafka.Event, 1)
-	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.topic, Partition: kafka.PartitionAny}, Key: key, Value: value, Headers: hs}, dr); err != nil {
+	if err := p.Produce(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &e.topic, Partition: partition}, Key: key, Value: value, Headers: hs}, dr); err != nil {
 		e.t.Fatal(err)
 	}
 	m := (<-dr).(*kafka.Message)
