@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/txn"
 )
