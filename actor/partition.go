@@ -303,14 +303,23 @@ func (p *partitionActor) retry(what string, fn func(ctx context.Context) error) 
 			return err
 		}
 		p.log.Warn("retrying", "step", what, "err", err, "backoff", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-p.ctx.Done():
+		if !p.sleep(&backoff) {
 			p.stopped = true
 			return p.ctx.Err()
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// sleep waits out *backoff and doubles it (at most 5s). It returns false,
+// early, when the partition is let go.
+func (p *partitionActor) sleep(backoff *time.Duration) bool {
+	select {
+	case <-time.After(*backoff):
+	case <-p.ctx.Done():
+		return false
+	}
+	*backoff = min(*backoff*2, 5*time.Second)
+	return true
 }
 
 // commit writes the batch, retrying transient errors. Each attempt has its
@@ -325,12 +334,9 @@ func (p *partitionActor) commit(b *txn.Batch) (txn.Committed, error) {
 			return c, err
 		}
 		p.log.Warn("commit failed, retrying", "err", err, "backoff", backoff)
-		select {
-		case <-time.After(backoff):
-		case <-p.ctx.Done():
+		if !p.sleep(&backoff) {
 			return c, err
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

@@ -283,7 +283,7 @@ func (r *Runtime) assign(ctx context.Context, c *kafka.Consumer, parts []kafka.T
 		claim, err := r.claim(ctx, tp.Partition)
 		if err != nil {
 			r.cfg.log.Warn("claim failed; will retry", "partition", tp.Partition, "err", err)
-			r.unclaimed[tp.Partition] = &unclaimed{retryAt: time.Now().Add(time.Second), backoff: time.Second}
+			r.retryClaim(tp.Partition, false)
 			continue
 		}
 		r.startPartition(ctx, claim)
@@ -293,9 +293,10 @@ func (r *Runtime) assign(ctx context.Context, c *kafka.Consumer, parts []kafka.T
 		return
 	}
 	if err := c.IncrementalAssign(toAssign); err != nil {
-		r.cfg.log.Error("IncrementalAssign failed", "err", err)
+		r.cfg.log.Error("IncrementalAssign failed; will claim again", "err", err)
 		for _, tp := range toAssign {
 			r.stopPartition(tp.Partition, r.cfg.revokeTimeout)
+			r.retryClaim(tp.Partition, false)
 		}
 		return
 	}
@@ -327,18 +328,26 @@ func (r *Runtime) claimAndStart(ctx context.Context, p int32, u *unclaimed) {
 		// delivered.
 		_ = r.consumer.Resume([]kafka.TopicPartition{r.tp(p, kafka.OffsetInvalid)})
 		if err := r.consumer.Seek(tp, 0); err != nil {
-			r.cfg.log.Error("seek after reclaim failed; restarting partition", "partition", p, "err", err)
+			r.cfg.log.Error("seek after reclaim failed; will claim again", "partition", p, "err", err)
 			r.stopPartition(p, r.cfg.revokeTimeout)
-			r.unclaimed[p] = &unclaimed{retryAt: time.Now().Add(time.Second), backoff: time.Second, assigned: true}
+			r.retryClaim(p, true)
 		}
 		return
 	}
 	if err := r.consumer.IncrementalAssign([]kafka.TopicPartition{tp}); err != nil {
-		r.cfg.log.Error("IncrementalAssign failed", "partition", p, "err", err)
+		r.cfg.log.Error("IncrementalAssign failed; will claim again", "partition", p, "err", err)
 		r.stopPartition(p, r.cfg.revokeTimeout)
+		r.retryClaim(p, false)
 		return
 	}
 	r.kassigned[p] = true
+}
+
+// retryClaim queues a partition Kafka assigned to us for another claim
+// attempt from the poll loop. assigned says whether librdkafka already
+// consumes it (then the claim is followed by a seek, not an assign).
+func (r *Runtime) retryClaim(p int32, assigned bool) {
+	r.unclaimed[p] = &unclaimed{retryAt: time.Now().Add(time.Second), backoff: time.Second, assigned: assigned}
 }
 
 func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
@@ -437,15 +446,8 @@ func (r *Runtime) handleControl(ctx context.Context) {
 // resumes it from Postgres.
 func (r *Runtime) restartPartition(ctx context.Context, p int32) {
 	r.stopPartition(p, r.cfg.revokeTimeout)
-	u := &unclaimed{backoff: 500 * time.Millisecond, assigned: r.kassigned[p]}
-	if !u.assigned {
-		r.unclaimed[p] = u
-		return
-	}
-	r.claimAndStart(ctx, p, u)
-	if _, ok := r.handles[p]; !ok && r.unclaimed[p] == nil {
-		r.unclaimed[p] = u
-	}
+	r.retryClaim(p, r.kassigned[p])
+	r.claimAndStart(ctx, p, r.unclaimed[p]) // on failure it stays queued
 }
 
 // mirrorOffset stores a committed offset in librdkafka so that Kafka's
