@@ -59,11 +59,7 @@ func decodeReserve(w http.ResponseWriter, r *http.Request, warehouse, sku string
 }
 
 func decodeRelease(w http.ResponseWriter, r *http.Request, warehouse, sku string) (stock.Command, *apiError) {
-	var req reservationRequest
-	if e := decodeJSON(w, r, &req, "reservation_id"); e != nil {
-		return nil, e
-	}
-	id, e := reservationID(req.ReservationID)
+	id, e := decodeReservationRef(w, r)
 	if e != nil {
 		return nil, e
 	}
@@ -71,15 +67,21 @@ func decodeRelease(w http.ResponseWriter, r *http.Request, warehouse, sku string
 }
 
 func decodeShip(w http.ResponseWriter, r *http.Request, warehouse, sku string) (stock.Command, *apiError) {
-	var req reservationRequest
-	if e := decodeJSON(w, r, &req, "reservation_id"); e != nil {
-		return nil, e
-	}
-	id, e := reservationID(req.ReservationID)
+	id, e := decodeReservationRef(w, r)
 	if e != nil {
 		return nil, e
 	}
 	return stock.Ship{Warehouse: warehouse, SKU: sku, ReservationID: id}, nil
+}
+
+// decodeReservationRef reads a body that names an open reservation
+// ({"reservation_id": ...}: release, ship) and validates the id.
+func decodeReservationRef(w http.ResponseWriter, r *http.Request) (string, *apiError) {
+	var req reservationRequest
+	if e := decodeJSON(w, r, &req, "reservation_id"); e != nil {
+		return "", e
+	}
+	return reservationID(req.ReservationID)
 }
 
 func decodeAdjust(w http.ResponseWriter, r *http.Request, warehouse, sku string) (stock.Command, *apiError) {
