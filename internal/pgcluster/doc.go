@@ -8,4 +8,10 @@
 // a cluster reuses it, so data survives restarts. It listens on 127.0.0.1
 // only and trusts every local connection (initdb -A trust): never point it at
 // a directory exposed to other users.
+//
+// A server does not outlive the process that started it: a detached
+// watchdog stops it when that process dies without calling Stop (SIGKILL
+// included), and the next Start stops servers whose recorded owner is dead
+// (in its own directory, and in those matching Options.ReapGlob), removing
+// the Options.Throwaway ones. See Start.
 package pgcluster

@@ -39,6 +39,20 @@ type Options struct {
 	// StartTimeout bounds how long Start waits for the server to accept
 	// connections (default 60s). ctx may bound it further.
 	StartTimeout time.Duration
+	// Throwaway says Dir exists only for this cluster and may be deleted
+	// once its owner is gone: when the owning process dies without Stop,
+	// the watchdog removes Dir after stopping the server, and so does
+	// reaping (see ReapGlob). Stop itself never removes Dir. Set it for
+	// temporary directories (tests), never for data that must survive.
+	Throwaway bool
+	// ReapGlob, if set, is a filepath.Glob pattern of other cluster
+	// directories, typically the one Dir was created from (for example
+	// filepath.Join(os.TempDir(), "myapp-pg-*")). Before starting, Start
+	// stops the servers in those directories whose owner process (recorded
+	// by an earlier Start) is dead, and removes the directories of the
+	// Throwaway ones. Directories with a live owner, or not set up by
+	// Start, are left alone. Reaping is best effort: failures are logged.
+	ReapGlob string
 }
 
 // Cluster is a running private PostgreSQL cluster. Its methods are safe for
@@ -75,10 +89,19 @@ func (c *Cluster) DSN(db string) string {
 // OS user (initdb refuses to run as root): Dir is chown'ed to that user and
 // its parent directories must be searchable by it.
 //
-// A server left running by a previous process on the same Dir (for example a
-// test binary that was killed) is adopted when it listens on the requested
-// port (or any port if opts.Port is 0), and restarted otherwise. A stale
-// postmaster.pid whose process is gone is removed.
+// The process that starts the server owns it: Start records it in
+// Dir/pgcluster.owner and spawns a watchdog that stops the server (pg_ctl
+// stop -m immediate) if this process dies without calling Stop, even by
+// SIGKILL. A server still running on Dir is handled by who owns it:
+//
+//   - owner dead (a killed test binary whose watchdog did not run): the
+//     server is stopped (-m immediate) and a new one started, owned by us;
+//   - owner alive, or no owner recorded (a server started some other way):
+//     it is adopted when it listens on the requested port (or any port if
+//     opts.Port is 0), and restarted otherwise. Adopting takes no
+//     ownership: no watchdog, and the server goes when its owner does.
+//
+// A stale postmaster.pid whose process is gone is removed.
 func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("pgcluster: Options.Dir is empty")
@@ -100,12 +123,11 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Cluster{dir: dir, binDir: binDir, log: opts.Logger, sockDir: dir, logFile: filepath.Join(dir, "postgres.log")}
-	if exists(filepath.Join(dir, "PG_VERSION")) {
-		c.dataDir = dir
-	} else {
-		c.dataDir = filepath.Join(dir, "data")
+	if opts.Throwaway && !isThrowawaySafe(dir) {
+		return nil, fmt.Errorf("pgcluster: Throwaway with Dir %s: refusing to treat a filesystem root as removable", dir)
 	}
+	c := &Cluster{dir: dir, binDir: binDir, log: opts.Logger, sockDir: dir, logFile: filepath.Join(dir, "postgres.log")}
+	c.dataDir = dataDirOf(dir)
 	// A Unix socket path is limited to 107 bytes; fall back to TCP-only
 	// rather than failing when Dir is deep.
 	if len(filepath.Join(c.sockDir, ".s.PGSQL.65535.lock")) > 100 {
@@ -120,8 +142,17 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 	}
+	if opts.ReapGlob != "" {
+		reapOrphans(ctx, opts.ReapGlob, dir, binDir, c.cred, c.log)
+	}
 
+	self := selfOwner(opts.Throwaway)
 	if !exists(filepath.Join(c.dataDir, "PG_VERSION")) {
+		// Recorded before initdb, so that a Throwaway Dir is reaped even if
+		// we die before any server runs.
+		if err := writeOwner(dir, self); err != nil {
+			return nil, err
+		}
 		if err := c.initdb(ctx); err != nil {
 			return nil, err
 		}
@@ -136,6 +167,16 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			return nil, err
 		}
 		return c, nil
+	}
+
+	// From here the server is ours: record it, and have the watchdog stop
+	// it if we die. The watchdog exists before pg_ctl start forks the
+	// server, so no window is left in which a kill leaves it running.
+	if err := writeOwner(dir, self); err != nil {
+		return nil, err
+	}
+	if err := c.ensureWatchdog(opts.Throwaway); err != nil {
+		return nil, err
 	}
 
 	// With Port 0 we pick a free port and retry if someone else takes it
@@ -156,6 +197,9 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 			break
 		}
 		if !errors.Is(err, errPortInUse) || i+1 >= attempts {
+			// Stops a server that came up too late for pg_ctl -w (if
+			// any) and releases the watchdog.
+			_ = c.Stop(context.WithoutCancel(ctx))
 			return nil, err
 		}
 		c.log.Info("pgcluster: port taken, retrying", "port", c.port)
@@ -170,15 +214,18 @@ func Start(ctx context.Context, opts Options) (*Cluster, error) {
 
 // Stop shuts the server down (pg_ctl stop -m fast: open sessions are
 // disconnected, their transactions rolled back) and waits for it to exit.
-// The data directory is kept. ctx bounds the wait.
+// The data directory is kept. Once the server is down, this process's
+// watchdog for the cluster (if any) is dismissed. ctx bounds the wait.
 func (c *Cluster) Stop(ctx context.Context) error {
 	out, err := c.run(ctx, "pg_ctl", "stop", "-D", c.dataDir, "-m", "fast", "-w", "-t", "60")
 	if err != nil {
 		if !exists(filepath.Join(c.dataDir, "postmaster.pid")) {
+			releaseWatchdog(c.dataDir)
 			return nil // already stopped
 		}
 		return fmt.Errorf("pgcluster: stop %s: %w\n%s", c.dataDir, err, out)
 	}
+	releaseWatchdog(c.dataDir)
 	c.log.Info("pgcluster: stopped", "dir", c.dir)
 	return nil
 }
@@ -273,16 +320,10 @@ func (c *Cluster) initdb(ctx context.Context) error {
 // directory. It reports whether a live server was adopted.
 func (c *Cluster) handleExistingPostmaster(ctx context.Context, wantPort int) (bool, error) {
 	pidFile := filepath.Join(c.dataDir, "postmaster.pid")
-	b, err := os.ReadFile(pidFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return false, nil
+	pid, port, err := postmasterPID(c.dataDir)
+	if err != nil || pid == 0 && !exists(pidFile) {
+		return false, err
 	}
-	if err != nil {
-		return false, fmt.Errorf("pgcluster: %w", err)
-	}
-	// postmaster.pid lines: pid, data dir, start time, port, socket dir, listen addr, ...
-	lines := strings.Split(string(b), "\n")
-	pid, _ := strconv.Atoi(strings.TrimSpace(lines[0]))
 	if pid <= 0 || !isPostgresProcess(pid) {
 		// The previous server died without cleaning up (killed, machine
 		// crash). Postgres itself refuses to start if the pid was reused
@@ -293,9 +334,11 @@ func (c *Cluster) handleExistingPostmaster(ctx context.Context, wantPort int) (b
 		}
 		return false, nil
 	}
-	port := 0
-	if len(lines) > 3 {
-		port, _ = strconv.Atoi(strings.TrimSpace(lines[3]))
+	if o, ok := readOwner(c.dir); ok && !o.alive() {
+		// Its owner was killed and the watchdog did not stop it (killed
+		// too, or the machine was busy): an orphan, not a server to adopt.
+		c.log.Info("pgcluster: stopping orphaned server (its owner process is gone)", "pid", pid, "owner_pid", o.pid)
+		return false, c.stopImmediate(ctx)
 	}
 	if port > 0 && (wantPort == 0 || wantPort == port) {
 		c.log.Info("pgcluster: adopting running server", "pid", pid, "port", port)

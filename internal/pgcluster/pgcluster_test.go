@@ -43,6 +43,10 @@ func TestStartStopReuse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	watchdog := pgcluster.WatchdogPID(c.DataDir())
+	if watchdog == 0 {
+		t.Fatal("no watchdog for a server this process started")
+	}
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
@@ -72,6 +76,9 @@ func TestStartStopReuse(t *testing.T) {
 	if err := c.Stop(ctx); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
+	// Stop dismisses the watchdog: it exits without touching the cluster,
+	// which the restart below relies on.
+	waitFor(t, 30*time.Second, "the watchdog did not exit after Stop", func() bool { return processGone(watchdog) })
 
 	// Restart on the same directory: the data survives.
 	c2, err := pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Logger: quietLogger()})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,10 @@ type TB interface {
 // MaxConns is the pool size of Pool: many test databases may be open at
 // once against one server with max_connections 200.
 const MaxConns = 8
+
+// tempDirPrefix names the temporary directories of the private clusters
+// (under os.TempDir()).
+const tempDirPrefix = "onceflow-testpg-"
 
 // setupTimeout bounds creating a database, migrating it, and starting the
 // shared cluster.
@@ -99,13 +104,22 @@ func setup() error {
 		// os.MkdirTemp, not a test's TempDir: the cluster outlives single
 		// tests, and when we run as root the server runs as user postgres
 		// and must be able to enter the directory's parents.
-		dir, err := os.MkdirTemp("", "onceflow-testpg-")
+		dir, err := os.MkdirTemp("", tempDirPrefix)
 		if err != nil {
 			shared.err = err
 			return
 		}
 		log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-		c, err := pgcluster.Start(ctx, pgcluster.Options{Dir: dir, Logger: log})
+		// Throwaway: if this test process is killed (a CI timeout's
+		// SIGKILL), pgcluster's watchdog stops the server and removes dir.
+		// ReapGlob: what a watchdog could not clean up (it was killed too)
+		// the next test process does.
+		c, err := pgcluster.Start(ctx, pgcluster.Options{
+			Dir:       dir,
+			Throwaway: true,
+			ReapGlob:  filepath.Join(os.TempDir(), tempDirPrefix+"*"),
+			Logger:    log,
+		})
 		if err != nil {
 			os.RemoveAll(dir)
 			shared.err = fmt.Errorf("%w (or set %s to a server the tests may create databases on)", err, EnvDatabaseURL)
