@@ -3,6 +3,7 @@ package eventsource
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"time"
 )
 
@@ -42,6 +43,20 @@ type Loaded struct {
 
 // Aggregate binds a Decider to a stable type name and a registry. It is the
 // unit the runtime serves: one Aggregate per command topic.
+//
+// State type S: unless snapshots are disabled (SnapshotEvery < 0), the
+// runtime snapshots S with the registry's codec and later rebuilds from the
+// snapshot instead of the events before it, so the codec must round-trip S
+// exactly: decoding an encoded S (into a zero S) must give a state equal to
+// it. With the default JSONCodec that means every field that carries state is
+// exported, not tagged json:"-", not a channel, func or complex number, and
+// not a non-empty interface, recursively (or its type implements
+// json.Marshaler and json.Unmarshaler, or encoding.TextMarshaler and
+// TextUnmarshaler, and round-trips itself). Validate rejects a state type
+// that breaks this visibly (a *StateCodecError naming the field), and
+// EncodeState, which the runtime uses for every snapshot, decodes each
+// snapshot back and refuses it when it does not equal the state (a
+// *SnapshotRoundTripError); the runtime then logs and writes no snapshot.
 type Aggregate[S, C, E any] struct {
 	// Type is the stable aggregate type name stored with every event
 	// (for example "inventory.stock"). Renaming it orphans stored events.
@@ -53,12 +68,19 @@ type Aggregate[S, C, E any] struct {
 	Registry *Registry
 	// SnapshotEvery writes a snapshot when an aggregate's version crosses a
 	// multiple of it. 0 means DefaultSnapshotEvery; negative disables
-	// snapshots. State S is encoded with the registry's codec, so with JSON
-	// its fields must be exported.
+	// snapshots. State S is encoded with the registry's codec, which must
+	// round-trip it exactly (see "State type S" in the Aggregate doc): with
+	// JSONCodec its fields must be exported and none that carries state may
+	// be tagged json:"-". A snapshot that does not decode back to the state
+	// is refused.
 	SnapshotEvery int
 }
 
-// Validate reports configuration errors.
+// Validate reports configuration errors. When snapshots are enabled and the
+// registry uses JSONCodec it also checks the state type S statically and
+// returns a *StateCodecError for the first field encoding/json cannot
+// round-trip (unexported, tagged json:"-", a channel, func or complex number,
+// a non-empty interface, an unsupported map key, ...).
 func (a *Aggregate[S, C, E]) Validate() error {
 	if a == nil {
 		return fmt.Errorf("eventsource: Aggregate is nil")
@@ -71,6 +93,12 @@ func (a *Aggregate[S, C, E]) Validate() error {
 	}
 	if err := a.Decider.Validate(); err != nil {
 		return fmt.Errorf("aggregate %q: %w", a.Type, err)
+	}
+	if a.SnapshotInterval() > 0 && isJSONCodec(a.Registry.Codec()) {
+		t := reflect.TypeFor[S]()
+		if field, reason := checkJSONState(t); field != "" {
+			return &StateCodecError{AggregateType: a.Type, Type: t, Field: field, Reason: reason}
+		}
 	}
 	return nil
 }
@@ -115,13 +143,51 @@ func (a *Aggregate[S, C, E]) DecodeEvent(name string, data []byte) (E, error) {
 	return e, nil
 }
 
-// EncodeState encodes a state for a snapshot.
+// EncodeState encodes a state for a snapshot and verifies the snapshot: it
+// decodes it with the same codec into a zero S, as DecodeState does, and
+// compares the result with s. When they differ it returns a
+// *SnapshotRoundTripError (wrapping ErrSnapshotRoundTrip) naming the first
+// differing field and both values, and no bytes: such a snapshot would
+// silently change the state on the next load.
+//
+// The comparison is reflect.DeepEqual's, except that values whose type has a
+// method Equal(T) bool are compared with it (so a time.Time that lost its
+// monotonic reading or location in JSON is equal) and a nil slice or map
+// equals an empty one.
 func (a *Aggregate[S, C, E]) EncodeState(s S) ([]byte, error) {
-	b, err := a.Registry.Codec().Marshal(s)
+	codec := a.Registry.Codec()
+	b, err := codec.Marshal(s)
 	if err != nil {
 		return nil, fmt.Errorf("eventsource: encode %q state: %w", a.Type, err)
 	}
+	if err := a.verifyState(codec, s, b); err != nil {
+		return nil, err
+	}
 	return b, nil
+}
+
+// verifyState checks that b, the encoding of s, decodes back to s.
+func (a *Aggregate[S, C, E]) verifyState(codec Codec, s S, b []byte) (err error) {
+	t := reflect.TypeFor[S]()
+	fail := func(e *SnapshotRoundTripError) error {
+		e.AggregateType, e.Type = a.Type, t
+		return e
+	}
+	defer func() {
+		// A panicking Equal method (or codec) costs this snapshot, not the
+		// aggregate.
+		if p := recover(); p != nil {
+			err = fail(&SnapshotRoundTripError{Err: fmt.Errorf("verifying the snapshot panicked: %v", p)})
+		}
+	}()
+	var back S
+	if err := codec.Unmarshal(b, &back); err != nil {
+		return fail(&SnapshotRoundTripError{Err: err})
+	}
+	if d := diffState(reflect.ValueOf(&s).Elem(), reflect.ValueOf(&back).Elem()); d != nil {
+		return fail(&SnapshotRoundTripError{Field: d.path(rootName(t)), Before: d.before, After: d.after})
+	}
+	return nil
 }
 
 // DecodeState decodes a snapshot's state.

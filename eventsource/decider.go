@@ -19,6 +19,18 @@ import "fmt"
 //     store). Evolve must not mutate its input state in place if S holds
 //     references (maps, slices): copy first, because the runtime keeps the last
 //     committed state to fall back on.
+//   - The state type S must survive a snapshot: the runtime encodes it with
+//     the registry's codec every Aggregate.SnapshotEvery versions and later
+//     starts from the decoded snapshot, so the codec must round-trip S
+//     exactly. With the default JSONCodec every field that carries state must
+//     be exported and not tagged json:"-" (recursively, through nested
+//     structs, pointers, slices, arrays and maps), and none may be a channel,
+//     func, complex number or non-empty interface, unless its type implements
+//     json.Marshaler and json.Unmarshaler itself. Aggregate.Validate rejects a
+//     state type that visibly breaks this, and the runtime verifies every
+//     snapshot and refuses one that does not decode back to the state (see
+//     Aggregate). Use another Codec, or SnapshotEvery: -1, for a state JSON
+//     cannot carry.
 //
 // Decide and Evolve for one aggregate are always called from one goroutine at a
 // time, in the order of that aggregate's commands in its Kafka partition.
