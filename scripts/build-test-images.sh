@@ -14,9 +14,11 @@
 #   export ONCEFLOW_TEST_KAFKA_IMAGE=onceflow/devbroker:local
 #
 # Needs: docker (a running engine), go, and as root debootstrap (installed
-# with apt-get if missing). DEBIAN_MIRROR overrides the mirror, which
-# defaults to the one apt uses on this machine. Image names can be changed
-# with POSTGRES_IMAGE and DEVBROKER_IMAGE.
+# with apt-get if missing). The Debian mirror debootstrap downloads from is
+# DEBIAN_MIRROR if set, otherwise the one this machine's apt configuration
+# uses for $DEBIAN_SUITE (default bookworm) main; with neither the script
+# stops and says so (no mirror address is built in). Image names can be
+# changed with POSTGRES_IMAGE and DEVBROKER_IMAGE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,16 +39,91 @@ docker info >/dev/null 2>&1 || die "no Docker engine answers (docker info failed
 
 have() { [ "$force" = 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
 
-# The mirror apt uses here (deb822 .sources first, then sources.list).
+# apt_mirror prints the URI of the first enabled "deb" source in this
+# machine's apt configuration that carries $SUITE with component main: deb822
+# stanzas in /etc/apt/sources.list.d/*.sources first, then one-line entries
+# in /etc/apt/sources.list and /etc/apt/sources.list.d/*.list. It prints
+# nothing if there is none.
 apt_mirror() {
-	local m=""
-	if ls /etc/apt/sources.list.d/*.sources >/dev/null 2>&1; then
-		m=$(awk '/^URIs:/ && $2 ~ /debian\/?$/ {print $2; exit}' /etc/apt/sources.list.d/*.sources)
+	local m="" f files=()
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] && files+=("$f")
+	done
+	if [ "${#files[@]}" -gt 0 ]; then
+		m=$(awk -v suite="$SUITE" '
+			function has(list, word,   n, a, i) {
+				n = split(list, a, " ")
+				for (i = 1; i <= n; i++) if (a[i] == word) return 1
+				return 0
+			}
+			function flush() {
+				if (uri != "" && has(types, "deb") && has(suites, suite) && has(comps, "main") && enabled != "no") {
+					print uri
+					done = 1
+					exit
+				}
+				types = suites = comps = uri = enabled = ""
+			}
+			FNR == 1 { flush() }             # a stanza ends with its file
+			/^[ \t]*#/ { next }
+			/^[ \t]*$/ { flush(); next }
+			/^[ \t]/ { next }                # continuation line
+			{
+				i = index($0, ":")
+				if (i == 0) next
+				key = tolower(substr($0, 1, i - 1))
+				val = substr($0, i + 1)
+				gsub(/[ \t]+/, " ", val)
+				sub(/^ /, "", val)
+				sub(/ $/, "", val)
+				if (key == "types") types = val
+				else if (key == "uris") { split(val, u, " "); uri = u[1] }
+				else if (key == "suites") suites = val
+				else if (key == "components") comps = val
+				else if (key == "enabled") enabled = tolower(val)
+			}
+			END { if (!done) flush() }
+		' "${files[@]}")
 	fi
-	if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
-		m=$(awk '$1=="deb" && $3 ~ /^'"$SUITE"'$/ {print $2; exit}' /etc/apt/sources.list)
+	if [ -z "$m" ]; then
+		files=()
+		for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+			[ -f "$f" ] && files+=("$f")
+		done
+		if [ "${#files[@]}" -gt 0 ]; then
+			# deb [options] uri suite component...
+			m=$(awk -v suite="$SUITE" '
+				/^[ \t]*#/ || NF == 0 || $1 != "deb" { next }
+				{
+					i = 2
+					if ($2 ~ /^\[/) {
+						while (i <= NF && $i !~ /\]$/) i++
+						i++
+					}
+					if ($(i + 1) != suite) next
+					for (j = i + 2; j <= NF; j++) if ($j == "main") { print $i; exit }
+				}
+			' "${files[@]}")
+		fi
 	fi
-	echo "${m:-http://deb.debian.org/debian}"
+	echo "$m"
+}
+
+# debian_mirror prints the mirror for debootstrap: DEBIAN_MIRROR, else the
+# one apt uses here. It fails, saying what to set, if there is neither.
+debian_mirror() {
+	if [ -n "${DEBIAN_MIRROR:-}" ]; then
+		echo "$DEBIAN_MIRROR"
+		return
+	fi
+	local m
+	m=$(apt_mirror)
+	if [ -z "$m" ]; then
+		log "no Debian mirror to build $POSTGRES_IMAGE from: DEBIAN_MIRROR is not set, and this machine's apt configuration (/etc/apt/sources.list.d/*.sources, /etc/apt/sources.list, /etc/apt/sources.list.d/*.list) has no enabled 'deb' source for '$SUITE' with component 'main'."
+		log "set DEBIAN_MIRROR to the URL of a Debian archive mirror that carries $SUITE (the base URL that would follow 'deb' in a sources.list line), or configure such a source for apt."
+		return 1
+	fi
+	echo "$m"
 }
 
 build_devbroker() {
@@ -76,13 +153,13 @@ build_postgres() {
 		return
 	fi
 	[ "$(id -u)" = 0 ] || die "building $POSTGRES_IMAGE needs root (debootstrap); run as root or build it elsewhere"
+	local mirror rootfs
+	mirror=$(debian_mirror) || exit 1
 	if ! command -v debootstrap >/dev/null 2>&1; then
 		log "installing debootstrap"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null ||
 			{ DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
 	fi
-	local mirror rootfs
-	mirror="${DEBIAN_MIRROR:-$(apt_mirror)}"
 	rootfs=$(mktemp -d /var/tmp/onceflow-pg-rootfs.XXXXXX)
 	trap 'rm -rf "$rootfs"' RETURN
 	log "debootstrap $SUITE with postgresql-15 from $mirror (about a minute)"
