@@ -83,7 +83,7 @@ func TestMalformedRecordsAreDeadLetteredAndThePartitionMoves(t *testing.T) {
 			t.Errorf("%s: dead letter lost the raw record (key %q, %d value bytes)", tc.name, d.Key, len(d.Value))
 		}
 		if tc.id != "" {
-			r, err := store.Result(context.Background(), tc.id)
+			r, err := store.Result(context.Background(), e.agg.Type, tc.id)
 			if err != nil || r.Outcome != txn.OutcomeDeadLettered {
 				t.Errorf("%s: result %+v %v, want dead_lettered", tc.name, r, err)
 			}

@@ -27,6 +27,9 @@ type Client struct {
 	reg      *eventsource.Registry
 	producer *kafka.Producer
 	consumer *kafka.Consumer
+	// partitions is the command topic's partition count when the Client
+	// places records itself (a Partitioner librdkafka does not have).
+	partitions int32
 
 	mu      sync.Mutex
 	waiters map[string][]*waiter // by command id
@@ -78,6 +81,13 @@ func NewClient(ctx context.Context, reg *eventsource.Registry, opts ...ClientOpt
 		c.producer.Close()
 		return nil, fmt.Errorf("onceflow: kafka consumer: %w", err)
 	}
+	if cfg.partitioner.Librdkafka == "" {
+		if c.partitions, err = c.commandPartitions(ctx); err != nil {
+			c.consumer.Close()
+			c.producer.Close()
+			return nil, err
+		}
+	}
 	if err := c.assignReplies(ctx); err != nil {
 		c.consumer.Close()
 		c.producer.Close()
@@ -96,6 +106,20 @@ func timeoutMs(ctx context.Context, def time.Duration) int {
 		}
 	}
 	return int(def.Milliseconds())
+}
+
+// commandPartitions reads the command topic's partition count.
+func (c *Client) commandPartitions(ctx context.Context) (int32, error) {
+	topic := c.cfg.topic
+	md, err := c.consumer.GetMetadata(&topic, false, timeoutMs(ctx, 15*time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("onceflow: command topic %q metadata from %s: %w", topic, c.cfg.brokers, err)
+	}
+	tm, ok := md.Topics[topic]
+	if !ok || len(tm.Partitions) == 0 {
+		return 0, fmt.Errorf("onceflow: command topic %q does not exist on %s: create it, or use WithCreateTopics", topic, c.cfg.brokers)
+	}
+	return int32(len(tm.Partitions)), nil
 }
 
 // assignReplies assigns every reply partition at its current end, so that
@@ -246,8 +270,12 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 	defer c.unregister(id, w)
 
 	topic := c.cfg.topic
+	part := kafka.PartitionAny
+	if c.partitions > 0 {
+		part = c.cfg.partitioner.Partition([]byte(aggID), c.partitions)
+	}
 	msg := &kafka.Message{
-		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny},
+		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: part},
 		Key:            []byte(aggID),
 		Value:          data,
 		Headers: []kafka.Header{
@@ -281,10 +309,10 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 	case <-ctx.Done():
 		return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
 	}
-	return c.await(ctx, id, w.ch)
+	return c.await(ctx, id, requestHash(name, data), w.ch)
 }
 
-func (c *Client) await(ctx context.Context, id string, ch chan Outcome) (Outcome, error) {
+func (c *Client) await(ctx context.Context, id string, hash []byte, ch chan Outcome) (Outcome, error) {
 	var poll <-chan time.Time
 	if c.cfg.results != nil {
 		t := time.NewTicker(c.cfg.resultPoll)
@@ -296,9 +324,13 @@ func (c *Client) await(ctx context.Context, id string, ch chan Outcome) (Outcome
 		case o := <-ch:
 			return o, outcomeErr(o)
 		case <-poll:
-			r, err := c.cfg.results.Result(ctx, id)
+			r, err := c.cfg.results.TopicResult(ctx, c.cfg.topic, id)
 			if err == nil {
+				// Whether this send was the first handling of the id is
+				// not known here; a different request digest is.
 				o := outcomeFromResult(r, false)
+				o.PayloadMismatch = !sameRequest(r.RequestHash, hash)
+				o.Duplicate = o.PayloadMismatch
 				return o, outcomeErr(o)
 			}
 			if !errors.Is(err, txn.ErrNotFound) && ctx.Err() == nil {
@@ -313,6 +345,9 @@ func (c *Client) await(ctx context.Context, id string, ch chan Outcome) (Outcome
 }
 
 func outcomeErr(o Outcome) error {
+	if o.PayloadMismatch {
+		return &PayloadMismatchError{CommandID: o.CommandID, Outcome: o}
+	}
 	switch o.Status {
 	case txn.OutcomeRejected:
 		return &RejectedError{CommandID: o.CommandID, Reason: o.Reason}

@@ -76,9 +76,9 @@ type Account struct {
 	Balance int64 `json:"balance"`
 }
 
-func newAccountAggregate(t testing.TB) *eventsource.Aggregate[Account, eventsource.Command, any] {
+func newAccountAggregate(t testing.TB, opts ...eventsource.RegistryOption) *eventsource.Aggregate[Account, eventsource.Command, any] {
 	t.Helper()
-	reg := eventsource.NewRegistry()
+	reg := eventsource.NewRegistry(opts...)
 	for _, err := range []error{
 		eventsource.Register[Deposit](reg, "test.Deposit"),
 		eventsource.Register[Withdraw](reg, "test.Withdraw"),

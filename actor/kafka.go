@@ -62,9 +62,13 @@ func producerConfig(c *config) *kafka.ConfigMap {
 	}
 	m["enable.idempotence"] = true
 	m["acks"] = "all"
-	// The Java client's default partitioner: the same key lands in the same
-	// partition whichever client produced it.
-	m["partitioner"] = "murmur2_random"
+	// The partitioner the Runtime checks records against (WithPartitioner;
+	// murmur2, the Java client's default, unless set): a record keyed by an
+	// aggregate id lands on the partition that owns the aggregate. Without a
+	// librdkafka equivalent the Client sets each record's partition itself.
+	if c.partitioner.Librdkafka != "" {
+		m["partitioner"] = c.partitioner.Librdkafka
+	}
 	if _, ok := m["linger.ms"]; !ok {
 		m["linger.ms"] = 2
 	}

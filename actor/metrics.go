@@ -24,6 +24,20 @@ type Stats struct {
 	ReplyErrors     int64         // replies that failed to be produced
 	CommitTimeSum   time.Duration // total time in Commit
 	OwnedPartitions int           // partitions currently owned
+	HaltedNow       int           // owned partitions currently halted
+	// Misrouted counts records dead-lettered because their key maps to
+	// another partition (a producer with another partitioner).
+	Misrouted int64
+	// VersionConflicts counts commits that found an aggregate version
+	// already taken: another writer wrote one of the batch's aggregates
+	// (a misconfigured producer or service). Each is handled by reloading
+	// and deciding again; alert on it.
+	VersionConflicts int64
+	// SnapshotErrors counts snapshots refused because the state did not
+	// survive the codec round trip (or could not be encoded).
+	SnapshotErrors int64
+	// RebalanceMax is the longest time spent in one rebalance callback.
+	RebalanceMax time.Duration
 }
 
 type metrics struct {
@@ -31,7 +45,18 @@ type metrics struct {
 	accepted, rejected, deadLetters, duplicates   atomic.Int64
 	fenced, halted, assigned, revoked, lost       atomic.Int64
 	loads, passivations, replyErrors, commitNanos atomic.Int64
-	owned                                         atomic.Int64
+	owned, haltedNow                              atomic.Int64
+	misrouted, conflicts, snapshotErrors          atomic.Int64
+	rebalanceMaxNanos                             atomic.Int64
+}
+
+func (m *metrics) observeRebalance(d time.Duration) {
+	for {
+		old := m.rebalanceMaxNanos.Load()
+		if int64(d) <= old || m.rebalanceMaxNanos.CompareAndSwap(old, int64(d)) {
+			return
+		}
+	}
 }
 
 func (m *metrics) observeCommit(records, events int, d time.Duration) {
@@ -49,6 +74,8 @@ func (m *metrics) countOutcome(s itemStatus) {
 		m.rejected.Add(1)
 	case statusDuplicate, statusBatchDuplicate:
 		m.duplicates.Add(1)
+	case statusDeadLetter:
+		m.deadLetters.Add(1)
 	}
 }
 
@@ -60,5 +87,7 @@ func (m *metrics) snapshot() Stats {
 		Assigned: m.assigned.Load(), Revoked: m.revoked.Load(), Lost: m.lost.Load(),
 		Loads: m.loads.Load(), Passivations: m.passivations.Load(), ReplyErrors: m.replyErrors.Load(),
 		CommitTimeSum: time.Duration(m.commitNanos.Load()), OwnedPartitions: int(m.owned.Load()),
+		HaltedNow: int(m.haltedNow.Load()), Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
+		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
 	}
 }

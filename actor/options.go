@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,40 +75,45 @@ type BatchInfo struct {
 type InlineProjection func(ctx context.Context, tx pgx.Tx, events []eventsource.StoredEvent) error
 
 type config struct {
-	brokers       string
-	topic         string
-	group         string
-	instanceID    string
-	kafka         map[string]string
-	log           *slog.Logger
-	protocol      GroupProtocol
-	maxRecords    int
-	maxWait       time.Duration
-	passivate     time.Duration
-	onFailure     FailurePolicy
-	revokeTimeout time.Duration
-	replyTopic    string
-	sendTimeout   time.Duration
-	resultPoll    time.Duration
-	results       *txn.Store
-	hooks         Hooks
-	inline        []InlineProjection
-	createTopic   int
-	lockTimeout   time.Duration
+	brokers          string
+	topic            string
+	group            string
+	instanceID       string
+	kafka            map[string]string
+	log              *slog.Logger
+	protocol         GroupProtocol
+	maxRecords       int
+	maxWait          time.Duration
+	passivate        time.Duration
+	onFailure        FailurePolicy
+	revokeTimeout    time.Duration
+	replyTopic       string
+	sendTimeout      time.Duration
+	resultPoll       time.Duration
+	results          *txn.Store
+	hooks            Hooks
+	inline           []InlineProjection
+	createTopic      int
+	lockTimeout      time.Duration
+	partitioner      Partitioner
+	noMigrate        bool
+	rebalanceTimeout time.Duration
 }
 
 func defaultConfig() config {
 	return config{
-		kafka:         map[string]string{},
-		log:           slog.Default(),
-		protocol:      ProtocolClassic,
-		maxRecords:    1000,
-		maxWait:       10 * time.Millisecond,
-		passivate:     2 * time.Minute,
-		revokeTimeout: 10 * time.Second,
-		sendTimeout:   30 * time.Second,
-		resultPoll:    time.Second,
-		lockTimeout:   5 * time.Second,
+		kafka:            map[string]string{},
+		log:              slog.Default(),
+		protocol:         ProtocolClassic,
+		maxRecords:       1000,
+		maxWait:          10 * time.Millisecond,
+		passivate:        2 * time.Minute,
+		revokeTimeout:    10 * time.Second,
+		sendTimeout:      30 * time.Second,
+		resultPoll:       time.Second,
+		lockTimeout:      5 * time.Second,
+		partitioner:      Murmur2,
+		rebalanceTimeout: 15 * time.Second,
 	}
 }
 
@@ -217,6 +223,27 @@ func WithClaimLockTimeout(d time.Duration) Option {
 	return runtimeOption(func(c *config) { c.lockTimeout = d })
 }
 
+// WithRebalanceTimeout bounds the work done inside one Kafka rebalance
+// callback (default 15s): the partitions of one assignment are claimed in
+// Postgres concurrently, and those of one revocation stopped concurrently,
+// all under this one deadline whatever the partition count. A partition whose
+// claim misses the deadline is claimed again from the poll loop; one whose
+// in-flight batch is still running when it passes is abandoned (a late
+// commit is rejected by the fence). It is lowered to half of
+// max.poll.interval.ms when that is set lower; keep it above
+// WithClaimLockTimeout so a claim that waits for a lock can still succeed.
+func WithRebalanceTimeout(d time.Duration) Option {
+	return runtimeOption(func(c *config) { c.rebalanceTimeout = d })
+}
+
+// WithAutoMigrate(false) stops Run from applying onceflow's schema
+// migrations (txn.Migrate) at start, for teams that migrate in a deploy step
+// (`onceflow migrate`). Default true. With it off, Run fails at the first
+// statement if the schema is missing or old.
+func WithAutoMigrate(on bool) Option {
+	return runtimeOption(func(c *config) { c.noMigrate = !on })
+}
+
 // WithHooks installs batch hooks (tests, instrumentation).
 func WithHooks(h Hooks) Option { return runtimeOption(func(c *config) { c.hooks = h }) }
 
@@ -272,6 +299,12 @@ func (c *config) validateCommon() error {
 	if c.replyTopic == "" {
 		c.replyTopic = c.topic + ".replies"
 	}
+	if err := c.partitioner.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if _, ok := c.kafka["partitioner"]; ok {
+		errs = append(errs, errors.New(`kafka property "partitioner" is managed by onceflow: use WithPartitioner, so the Runtime checks records against the same mapping`))
+	}
 	return errors.Join(errs...)
 }
 
@@ -291,6 +324,16 @@ func (c *config) validateRuntime() error {
 	}
 	if c.lockTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithClaimLockTimeout: must be > 0, got %v", c.lockTimeout))
+	}
+	if c.rebalanceTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("WithRebalanceTimeout: must be > 0, got %v", c.rebalanceTimeout))
+	}
+	if mp, ok := c.kafka["max.poll.interval.ms"]; ok {
+		// The rebalance callback runs inside Poll: keep its work well
+		// inside the poll interval, or this member is evicted.
+		if ms, err := strconv.Atoi(mp); err == nil && ms > 0 {
+			c.rebalanceTimeout = min(c.rebalanceTimeout, time.Duration(ms)*time.Millisecond/2)
+		}
 	}
 	switch c.protocol {
 	case ProtocolClassic, ProtocolConsumer:

@@ -22,6 +22,12 @@ type Outcome struct {
 	// Duplicate is true when the command id had been handled before: this
 	// is the stored outcome of that first handling, and nothing changed.
 	Duplicate bool `json:"duplicate,omitempty"`
+	// PayloadMismatch is true on a duplicate whose command type or payload
+	// differs from the command first handled under this id: the id was
+	// reused for a different request, which was not applied. Client.Send
+	// returns a *PayloadMismatchError for it (an HTTP API answers 422, per
+	// the IETF httpapi idempotency-key draft).
+	PayloadMismatch bool `json:"payload_mismatch,omitempty"`
 }
 
 var (
@@ -29,6 +35,8 @@ var (
 	ErrRejected = errors.New("command rejected")
 	// ErrDeadLettered matches a *DeadLetteredError.
 	ErrDeadLettered = errors.New("command dead-lettered")
+	// ErrPayloadMismatch matches a *PayloadMismatchError.
+	ErrPayloadMismatch = errors.New("command id reused with a different payload")
 	// ErrOutcomeUnknown matches an *OutcomeUnknownError.
 	ErrOutcomeUnknown = errors.New("command outcome unknown")
 	// ErrClosed is returned by a closed Client or Runtime.
@@ -65,6 +73,24 @@ func (e *DeadLetteredError) Error() string {
 
 // Is makes errors.Is(err, ErrDeadLettered) true.
 func (e *DeadLetteredError) Is(t error) bool { return t == ErrDeadLettered }
+
+// PayloadMismatchError is returned by Client.Send when the command id had
+// already been used for a command with another type or payload. The new
+// command was not applied; Outcome is the stored outcome of the first one.
+// Reusing an idempotency key for a different request is a client bug: use a
+// new command id for a new request.
+type PayloadMismatchError struct {
+	CommandID string
+	Outcome   Outcome // the stored outcome of the command first sent under the id
+}
+
+// Error implements error.
+func (e *PayloadMismatchError) Error() string {
+	return fmt.Sprintf("command id %s was already used for a different command (type or payload differ); this one was not applied (the first ended %s)", e.CommandID, e.Outcome.Status)
+}
+
+// Is makes errors.Is(err, ErrPayloadMismatch) true.
+func (e *PayloadMismatchError) Is(t error) bool { return t == ErrPayloadMismatch }
 
 // OutcomeUnknownError is returned by Client.Send when no outcome arrived
 // before the deadline. The command may or may not be applied later: resend

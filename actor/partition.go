@@ -32,9 +32,13 @@ type item struct {
 	msg    *kafka.Message
 	offset int64
 	env    envelope
-	hasID  bool // env.commandID is usable
+	hasID  bool   // env.commandID is usable
+	hash   []byte // requestHash of the record's type and payload
 	cmd    any
 	aggID  string
+	// mismatch: a duplicate whose payload differs from the command first
+	// stored under its id (the id was reused for another request).
+	mismatch bool
 
 	status       itemStatus
 	reason       string
@@ -72,12 +76,13 @@ const commitTimeout = 30 * time.Second
 // partition's records, has aggregate children decide them, and commits each
 // batch in one fenced transaction.
 type partitionActor struct {
-	rt       *Runtime
-	claim    txn.Claim
-	ctx      context.Context // cancelled when the partition is let go
-	log      *slog.Logger
-	queued   *atomic.Int64 // records sent by the poll loop, not yet received here
-	inflight *atomic.Int64 // records received by the poll loop, not yet committed or dropped
+	rt        *Runtime
+	claim     txn.Claim
+	ctx       context.Context // cancelled when the partition is let go
+	log       *slog.Logger
+	queued    *atomic.Int64 // records sent by the poll loop, not yet received here
+	inflight  *atomic.Int64 // records received by the poll loop, not yet committed or dropped
+	committed *atomic.Int64 // the claim's next offset, for Health
 
 	pending  []*kafka.Message
 	received int64 // next offset expected from Kafka
@@ -194,14 +199,21 @@ func (p *partitionActor) flush(actx pa.Context) {
 	p.inflight.Add(-int64(len(recs)))
 }
 
+// maxConflictRetries bounds how often a batch is decided again after its
+// commit met an aggregate version written by another writer.
+const maxConflictRetries = 3
+
 // process runs one batch to completion: commit, fence, halt, or shutdown.
 func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
+	conflicts := 0
+	var foreign map[string]bool // aggregates another writer keeps writing
 	for !p.stopped {
 		items := p.prepare(recs)
-		if err := p.retry("look up command ids", func(ctx context.Context) error { return p.markDuplicates(ctx, items) }); err != nil {
+		if err := p.retry(actx, "look up command ids", func(ctx context.Context) error { return p.markDuplicates(ctx, items) }); err != nil {
 			return
 		}
-		if err := p.retry("load aggregates", func(ctx context.Context) error { return p.ensureLoaded(ctx, actx, items) }); err != nil {
+		p.refuseForeign(items, foreign)
+		if err := p.retry(actx, "load aggregates", func(ctx context.Context) error { return p.ensureLoaded(ctx, actx, items) }); err != nil {
 			return
 		}
 		snaps, err := p.decideAll(actx, items)
@@ -236,6 +248,7 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 		case err == nil:
 			p.rt.metrics.observeCommit(len(recs), len(b.Events), time.Since(start))
 			p.claim.NextOffset, p.claim.NextSeq = committed.NextOffset, committed.NextSeq
+			p.committed.Store(committed.NextOffset)
 			if h := p.rt.cfg.hooks.AfterCommit; h != nil {
 				if herr := h(p.ctx, info); herr != nil {
 					p.log.Warn("after-commit hook failed: restarting the partition without replies", "err", herr)
@@ -253,6 +266,7 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			p.log.Warn("commit found the claim already advanced by this owner; reloading", "next_offset", fe.Current.NextOffset)
 			p.resetChildren(actx)
 			p.claim.NextOffset, p.claim.NextSeq = fe.Current.NextOffset, fe.Current.NextSeq
+			p.committed.Store(fe.Current.NextOffset)
 			p.replyStored(items, fe.Current.NextOffset)
 			recs = dropBelow(recs, fe.Current.NextOffset)
 			if len(recs) == 0 {
@@ -273,6 +287,26 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			// will now find it.
 			p.log.Warn("command id already has a result; deciding the batch again", "err", err)
 			p.resetChildren(actx)
+		case errors.Is(err, eventsource.ErrConcurrencyConflict):
+			// Someone else wrote one of this batch's aggregates: a second
+			// writer exists (a producer that bypasses the partitioner, a
+			// misconfigured service). Never halt for it: reload from
+			// Postgres and decide again; if it keeps happening, refuse the
+			// aggregates it keeps happening to.
+			conflicts++
+			p.rt.metrics.conflicts.Add(1)
+			p.log.Error("an aggregate of this batch was written by another writer meanwhile (a second writer exists: check the producers of this topic); reloading and deciding again",
+				"attempt", conflicts, "err", err)
+			p.resetChildren(actx)
+			if conflicts >= maxConflictRetries {
+				var ferr error
+				if perr := p.retry(actx, "find conflicting aggregates", func(ctx context.Context) error {
+					foreign, ferr = p.foreignWritten(ctx, items)
+					return ferr
+				}); perr != nil {
+					return
+				}
+			}
 		case p.ctx.Err() != nil:
 			p.shutdown(actx)
 			return
@@ -283,9 +317,44 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 	}
 }
 
+// foreignWritten returns the aggregates of a decided batch that have stored
+// events at or beyond the versions the batch meant to write: the ones a
+// second writer wrote.
+func (p *partitionActor) foreignWritten(ctx context.Context, items []*item) (map[string]bool, error) {
+	from := map[string]int64{}
+	for _, it := range items {
+		if it.status == statusAccepted && it.firstVersion > 0 {
+			if v, ok := from[it.aggID]; !ok || it.firstVersion < v {
+				from[it.aggID] = it.firstVersion
+			}
+		}
+	}
+	ids, err := p.rt.es.Written(ctx, p.rt.h.aggregateType(), from)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// refuseForeign dead-letters the commands of aggregates that another writer
+// kept writing while this batch was decided again and again.
+func (p *partitionActor) refuseForeign(items []*item, foreign map[string]bool) {
+	for _, it := range items {
+		if it.status == statusPending && foreign[it.aggID] {
+			it.status = statusDeadLetter
+			it.reason = fmt.Sprintf("aggregate %q of partition %d was written by another writer during %d attempts to commit this command (two writers for one aggregate: check the producers of this topic); not applied",
+				it.aggID, p.claim.Partition, maxConflictRetries)
+		}
+	}
+}
+
 // retry runs fn until it succeeds, fails with a non-retryable error (the
 // partition halts) or the partition is let go.
-func (p *partitionActor) retry(what string, fn func(ctx context.Context) error) error {
+func (p *partitionActor) retry(actx pa.Context, what string, fn func(ctx context.Context) error) error {
 	backoff := 50 * time.Millisecond
 	for {
 		err := fn(p.ctx)
@@ -297,9 +366,7 @@ func (p *partitionActor) retry(what string, fn func(ctx context.Context) error) 
 			return p.ctx.Err()
 		}
 		if !txn.IsRetryable(err) {
-			p.stopped = true
-			p.log.Error("partition halted", "step", what, "err", err)
-			p.rt.metrics.halted.Add(1)
+			p.halt(actx, fmt.Errorf("%s: %w", what, err))
 			return err
 		}
 		p.log.Warn("retrying", "step", what, "err", err, "backoff", backoff)
@@ -360,6 +427,7 @@ func (p *partitionActor) prepare(recs []*kafka.Message) []*item {
 		env, err := parseEnvelope(m)
 		it.env = env
 		it.hasID = env.commandID != ""
+		it.hash = requestHash(env.typeName, m.Value)
 		if it.hasID {
 			if first, ok := seen[env.commandID]; ok {
 				it.status, it.dupOf = statusBatchDuplicate, first
@@ -380,12 +448,36 @@ func (p *partitionActor) prepare(recs []*kafka.Message) []*item {
 			it.status, it.reason = statusDeadLetter, fmt.Sprintf("record key %q does not match the command's aggregate id %q", env.key, aggID)
 			continue
 		}
+		if reason := p.misrouted(m.Key); reason != "" {
+			it.status, it.reason = statusDeadLetter, reason
+			p.rt.metrics.misrouted.Add(1)
+			continue
+		}
 		it.cmd, it.aggID = cmd, aggID
 	}
 	return items
 }
 
-// markDuplicates finds command ids that already have a stored result.
+// misrouted returns why a record with key must not be handled on this
+// partition, or "" when its key maps here under the runtime's partitioner.
+// Handling it here would make this partition a second writer of an
+// aggregate that another partition owns.
+func (p *partitionActor) misrouted(key []byte) string {
+	n := p.rt.partitions.Load()
+	if n <= 0 {
+		return "" // count unknown (metadata failed): the version check at commit still guards
+	}
+	pt := p.rt.cfg.partitioner
+	if want := pt.Partition(key, n); want != p.claim.Partition {
+		return fmt.Sprintf("misrouted: aggregate %q arrived on partition %d of %q but belongs to partition %d (%s partitioner, %d partitions): its producer uses another partitioner or an explicit partition; produce it keyed by the aggregate id with the %s partitioner (or configure WithPartitioner to match the producers)",
+			key, p.claim.Partition, p.claim.Topic, want, pt.Name, n, pt.Name)
+	}
+	return ""
+}
+
+// markDuplicates finds command ids that already have a stored result for
+// this aggregate type, and duplicates whose payload differs from the stored
+// command's.
 func (p *partitionActor) markDuplicates(ctx context.Context, items []*item) error {
 	ids := make([]string, 0, len(items))
 	for _, it := range items {
@@ -396,14 +488,18 @@ func (p *partitionActor) markDuplicates(ctx context.Context, items []*item) erro
 	if len(ids) == 0 {
 		return nil
 	}
-	found, err := p.rt.store.LookupResults(ctx, ids)
+	found, err := p.rt.store.LookupResults(ctx, p.rt.h.aggregateType(), ids)
 	if err != nil {
 		return err
 	}
 	for _, it := range items {
-		if it.hasID && it.status != statusBatchDuplicate {
+		switch {
+		case it.status == statusBatchDuplicate:
+			it.mismatch = !sameRequest(it.dupOf.hash, it.hash)
+		case it.hasID:
 			if r, ok := found[it.env.commandID]; ok {
 				it.status, it.stored = statusDuplicate, r
+				it.mismatch = !sameRequest(r.RequestHash, it.hash)
 			}
 		}
 	}
@@ -495,7 +591,10 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 		r := res.(*decideResp)
 		switch {
 		case r.snapErr != nil:
-			p.log.Warn("snapshot not written", "aggregate", order[i], "err", r.snapErr)
+			// The events are the truth and commit as usual; only the
+			// snapshot, which would load back wrong, is refused.
+			p.rt.metrics.snapshotErrors.Add(1)
+			p.log.Error("snapshot refused: the aggregate's state does not survive the codec (fix the state type; events are stored and loading replays them)", "aggregate", order[i], "err", r.snapErr)
 		case r.snapshot != nil:
 			snaps = append(snaps, eventsource.Snapshot{AggregateType: p.rt.h.aggregateType(), AggregateID: order[i], Version: r.version, State: r.snapshot})
 		}
@@ -511,7 +610,7 @@ func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *
 	b := &txn.Batch{Claim: p.claim, Snapshots: snaps, NextOffset: items[len(items)-1].offset + 1}
 	seq := p.claim.NextSeq
 	for _, it := range items {
-		res := txn.CommandResult{CommandID: it.env.commandID, PartitionKey: key, Offset: it.offset, AggregateType: aggType, AggregateID: it.aggID}
+		res := txn.CommandResult{CommandID: it.env.commandID, PartitionKey: key, Offset: it.offset, AggregateType: aggType, AggregateID: it.aggID, RequestHash: it.hash}
 		switch it.status {
 		case statusAccepted:
 			if len(it.events) > 0 {
@@ -535,7 +634,6 @@ func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *
 				PartitionKey: key, Offset: it.offset, CommandID: it.env.commandID,
 				Key: it.msg.Key, Value: it.msg.Value, Headers: headersMap(it.msg), Error: it.reason,
 			})
-			p.rt.metrics.deadLetters.Add(1)
 			if it.hasID {
 				res.Outcome, res.Reason = txn.OutcomeDeadLettered, it.reason
 				b.Results = append(b.Results, res)
@@ -560,10 +658,12 @@ func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *
 func (p *partitionActor) outcome(it *item) Outcome {
 	switch it.status {
 	case statusDuplicate:
-		return outcomeFromResult(it.stored, true)
+		o := outcomeFromResult(it.stored, true)
+		o.PayloadMismatch = it.mismatch
+		return o
 	case statusBatchDuplicate:
 		o := p.outcome(it.dupOf)
-		o.Duplicate = true
+		o.Duplicate, o.PayloadMismatch = true, it.mismatch
 		return o
 	}
 	o := Outcome{CommandID: it.env.commandID, AggregateID: it.aggID, Partition: p.claim.Partition, Offset: it.offset, Reason: it.reason}
@@ -602,7 +702,7 @@ func (p *partitionActor) replyStored(items []*item, next int64) {
 	if len(ids) == 0 {
 		return
 	}
-	found, err := p.rt.store.LookupResults(p.ctx, ids)
+	found, err := p.rt.store.LookupResults(p.ctx, p.rt.h.aggregateType(), ids)
 	if err != nil {
 		p.log.Warn("replies for an already committed batch not sent (clients can read command_results)", "err", err)
 		return
@@ -632,8 +732,16 @@ func (p *partitionActor) shutdown(actx pa.Context) {
 	}
 }
 
+// halt is the one way a partition halts: it stops its children and drops
+// its queue (shutdown), counts and logs the halt, records it on the claim
+// row (so `onceflow claims` shows it and `onceflow resume` can clear it) and
+// tells the runtime, which reports it in Health and watches for a resume.
 func (p *partitionActor) halt(actx pa.Context, err error) {
 	p.rt.metrics.halted.Add(1)
-	p.log.Error("partition halted: it will not consume until the runtime is restarted or the partition is reassigned", "err", err)
+	p.rt.metrics.haltedNow.Add(1)
+	p.log.Error("partition halted: it consumes nothing until resumed (Runtime.ResumePartition, onceflow resume) or reassigned", "err", err)
 	p.shutdown(actx)
+	reason := err.Error()
+	p.rt.recordHalt(p.claim.PartitionKey, p.claim.Epoch, reason)
+	p.rt.requestControl(controlMsg{kind: controlHalted, partition: p.claim.Partition, epoch: p.claim.Epoch, reason: reason})
 }

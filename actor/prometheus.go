@@ -22,6 +22,13 @@ import (
 //	onceflow_reply_errors_total        replies not delivered (clients fall back to Postgres)
 //	onceflow_commit_seconds_total      time spent in batch commits
 //	onceflow_owned_partitions          partitions this instance owns now
+//	onceflow_halted_partitions         owned partitions halted now: alert on it
+//	onceflow_misrouted_records_total   records whose key maps to another partition (dead-lettered):
+//	                                   a producer uses another partitioner (WithPartitioner)
+//	onceflow_version_conflicts_total   commits that met an aggregate version written by another
+//	                                   writer (reloaded and decided again): alert on it
+//	onceflow_snapshot_errors_total     snapshots refused (state does not survive the codec)
+//	onceflow_rebalance_seconds_max     longest rebalance callback (claims/stops inside Poll)
 type Collector struct {
 	rt    *Runtime
 	descs map[string]*prometheus.Desc
@@ -47,6 +54,11 @@ func NewCollector(rt *Runtime) *Collector {
 		"replyErrors":  d("reply_errors_total", "Replies that could not be produced."),
 		"commitTime":   d("commit_seconds_total", "Time spent in batch commits."),
 		"owned":        d("owned_partitions", "Partitions this instance owns."),
+		"haltedNow":    d("halted_partitions", "Owned partitions halted now."),
+		"misrouted":    d("misrouted_records_total", "Records dead-lettered because their key maps to another partition."),
+		"conflicts":    d("version_conflicts_total", "Commits that found an aggregate version already written by another writer."),
+		"snapErrors":   d("snapshot_errors_total", "Snapshots refused: the state does not survive the codec round trip."),
+		"rebalanceMax": d("rebalance_seconds_max", "Longest time spent in one rebalance callback."),
 	}}
 }
 
@@ -79,5 +91,10 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("passivations", float64(s.Passivations))
 	counter("replyErrors", float64(s.ReplyErrors))
 	counter("commitTime", s.CommitTimeSum.Seconds())
+	counter("misrouted", float64(s.Misrouted))
+	counter("conflicts", float64(s.VersionConflicts))
+	counter("snapErrors", float64(s.SnapshotErrors))
 	ch <- prometheus.MustNewConstMetric(c.descs["owned"], prometheus.GaugeValue, float64(s.OwnedPartitions))
+	ch <- prometheus.MustNewConstMetric(c.descs["haltedNow"], prometheus.GaugeValue, float64(s.HaltedNow))
+	ch <- prometheus.MustNewConstMetric(c.descs["rebalanceMax"], prometheus.GaugeValue, s.RebalanceMax.Seconds())
 }

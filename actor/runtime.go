@@ -30,6 +30,7 @@ type Runtime struct {
 	es      *eventsource.EventStore
 	metrics metrics
 	running atomic.Bool
+	stopped atomic.Bool
 
 	// Set by Run.
 	system   *pa.ActorSystem
@@ -46,6 +47,17 @@ type Runtime struct {
 	ctl   []controlMsg
 	ctlN  atomic.Int32
 
+	// partitions is the command topic's partition count (0 until known),
+	// read by partition actors to check that a record's key maps to the
+	// partition it arrived on.
+	partitions  atomic.Int32
+	lastMDCheck time.Time
+
+	// healthMu guards health, the per-partition view Health returns. The
+	// Run goroutine writes it; any goroutine reads it.
+	healthMu sync.Mutex
+	health   map[int32]*PartitionHealth
+
 	// pollStall, when set, blocks the poll loop until the channel is
 	// closed. Only tests set it (export_test.go), to freeze an instance
 	// the way SIGSTOP would.
@@ -53,13 +65,17 @@ type Runtime struct {
 }
 
 type partitionHandle struct {
-	pid      *pa.PID
-	epoch    int64
-	cancel   context.CancelFunc
-	queued   *atomic.Int64
-	inflight *atomic.Int64
-	paused   bool
-	fencedAt time.Time
+	pid        *pa.PID
+	epoch      int64
+	cancel     context.CancelFunc
+	queued     *atomic.Int64
+	inflight   *atomic.Int64
+	nextOffset *atomic.Int64 // committed position, written by the partition actor
+	paused     bool
+	fencedAt   time.Time
+	halted     string    // why, when the partition halted
+	checkAt    time.Time // next look at the claim row of a halted partition
+	checking   atomic.Bool
 }
 
 type unclaimed struct {
@@ -73,12 +89,15 @@ type controlKind int
 const (
 	controlRestart controlKind = iota // reclaim and resume from Postgres
 	controlFenced                     // a newer owner claimed it
+	controlHalted                     // the partition actor halted (reason)
+	controlResume                     // resume a halted partition (epoch 0: whatever the epoch)
 )
 
 type controlMsg struct {
 	kind      controlKind
 	partition int32
 	epoch     int64
+	reason    string
 }
 
 // fenceGrace is how long a fenced partition waits for Kafka to revoke it
@@ -141,8 +160,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return errors.New("onceflow: Runtime.Run called twice")
 	}
 	log := r.cfg.log
-	if _, err := txn.Migrate(ctx, r.pool); err != nil {
-		return fmt.Errorf("onceflow: migrate: %w", err)
+	if !r.cfg.noMigrate {
+		if _, err := txn.Migrate(ctx, r.pool); err != nil {
+			return fmt.Errorf("onceflow: migrate: %w", err)
+		}
 	}
 	if r.cfg.createTopic > 0 {
 		if err := ensureTopics(ctx, &r.cfg, r.cfg.topic, r.cfg.replyTopic); err != nil {
@@ -172,6 +193,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		return fmt.Errorf("onceflow: kafka consumer: %w", err)
 	}
 	r.handles, r.unclaimed, r.kassigned = map[int32]*partitionHandle{}, map[int32]*unclaimed{}, map[int32]bool{}
+	r.refreshPartitionCount(nil)
 	cb := func(c *kafka.Consumer, ev kafka.Event) error { return r.rebalance(ctx, c, ev) }
 	if err := r.consumer.SubscribeTopics([]string{r.cfg.topic}, cb); err != nil {
 		r.consumer.Close()
@@ -181,12 +203,15 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 	runErr := r.loop(ctx)
 
+	var all []int32
 	for p := range r.handles {
-		r.stopPartition(p, r.cfg.revokeTimeout)
+		all = append(all, p)
 	}
+	r.stopPartitions(all, r.cfg.revokeTimeout)
 	if err := r.consumer.Close(); err != nil {
 		log.Warn("closing consumer", "err", err)
 	}
+	r.stopped.Store(true)
 	log.Info("runtime stopped", "err", runErr)
 	return runErr
 }
@@ -254,6 +279,10 @@ func (r *Runtime) tick(ctx context.Context, now time.Time) {
 			r.claimAndStart(ctx, p, u)
 		}
 	}
+	r.tickHealth(now)
+	if now.Sub(r.lastMDCheck) > time.Minute {
+		r.refreshPartitionCount(nil)
+	}
 }
 
 func (r *Runtime) tp(p int32, off kafka.Offset) kafka.TopicPartition {
@@ -274,29 +303,46 @@ func (r *Runtime) rebalance(ctx context.Context, c *kafka.Consumer, ev kafka.Eve
 	return nil
 }
 
-// assign claims each partition in Postgres (bumping its epoch, waiting for
-// the previous owner's in-flight transaction) and assigns it in librdkafka at
-// the claimed offset. Partitions whose claim fails are retried from the loop.
+// assign claims the partitions of one assignment in Postgres (bumping each
+// epoch, waiting for a previous owner's in-flight transaction) concurrently,
+// under one deadline (WithRebalanceTimeout) whatever their number, and
+// assigns the claimed ones in librdkafka at their claimed offsets. It runs
+// inside Poll, so it must return well within max.poll.interval.ms.
+// Partitions whose claim fails or misses the deadline are claimed again from
+// the poll loop.
 func (r *Runtime) assign(ctx context.Context, c *kafka.Consumer, parts []kafka.TopicPartition) {
+	start := time.Now()
+	defer func() { r.metrics.observeRebalance(time.Since(start)) }()
+	r.refreshPartitionCount(parts)
+	ps := make([]int32, len(parts))
+	for i, tp := range parts {
+		ps[i] = tp.Partition
+	}
+	claims, errs := r.claimAll(ctx, ps, r.cfg.rebalanceTimeout)
 	var toAssign []kafka.TopicPartition
-	for _, tp := range parts {
-		claim, err := r.claim(ctx, tp.Partition)
-		if err != nil {
-			r.cfg.log.Warn("claim failed; will retry", "partition", tp.Partition, "err", err)
-			r.retryClaim(tp.Partition, false)
+	for i, p := range ps {
+		if errs[i] != nil {
+			r.cfg.log.Warn("claim failed; will retry", "partition", p, "err", errs[i])
+			r.retryClaim(p, false, errs[i])
 			continue
 		}
-		r.startPartition(ctx, claim)
-		toAssign = append(toAssign, r.tp(tp.Partition, kafka.Offset(claim.NextOffset)))
+		r.startPartition(ctx, claims[i])
+		toAssign = append(toAssign, r.tp(p, kafka.Offset(claims[i].NextOffset)))
 	}
-	if len(toAssign) == 0 {
-		return
-	}
+	// Always call IncrementalAssign, even with nothing claimed: a callback
+	// that assigns nothing makes confluent-kafka-go assign every partition
+	// itself, at Kafka's committed offsets, and the later claim's
+	// IncrementalAssign then fails ("already part of the current
+	// assignment") again and again.
 	if err := c.IncrementalAssign(toAssign); err != nil {
 		r.cfg.log.Error("IncrementalAssign failed; will claim again", "err", err)
-		for _, tp := range toAssign {
-			r.stopPartition(tp.Partition, r.cfg.revokeTimeout)
-			r.retryClaim(tp.Partition, false)
+		stop := make([]int32, len(toAssign))
+		for i, tp := range toAssign {
+			stop[i] = tp.Partition
+		}
+		r.stopPartitions(stop, r.cfg.revokeTimeout)
+		for _, p := range stop {
+			r.retryClaim(p, false, err)
 		}
 		return
 	}
@@ -305,20 +351,53 @@ func (r *Runtime) assign(ctx context.Context, c *kafka.Consumer, parts []kafka.T
 	}
 }
 
-func (r *Runtime) claim(ctx context.Context, p int32) (txn.Claim, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.cfg.lockTimeout+5*time.Second)
+// claimAll claims partitions concurrently and returns, per partition, its
+// claim or the error. It returns by the deadline (now + timeout) even if a
+// claim is still stuck in the network: that claim counts as failed, and if
+// it lands later, its epoch is simply superseded by the next claim.
+func (r *Runtime) claimAll(ctx context.Context, ps []int32, timeout time.Duration) ([]txn.Claim, []error) {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return r.store.Claim(cctx, r.key(p), r.cfg.instanceID)
+	type res struct {
+		i     int
+		claim txn.Claim
+		err   error
+	}
+	ch := make(chan res, len(ps)) // buffered: a late claim never blocks
+	for i, p := range ps {
+		go func() {
+			c, err := r.store.Claim(cctx, r.key(p), r.cfg.instanceID)
+			ch <- res{i, c, err}
+		}()
+	}
+	claims, errs := make([]txn.Claim, len(ps)), make([]error, len(ps))
+	for i := range errs {
+		errs[i] = fmt.Errorf("claim not answered within the rebalance timeout (%v)", timeout)
+	}
+	// A little grace past the deadline for the drivers to notice it.
+	hard := time.NewTimer(timeout + 500*time.Millisecond)
+	defer hard.Stop()
+	for range ps {
+		select {
+		case x := <-ch:
+			claims[x.i], errs[x.i] = x.claim, x.err
+		case <-hard.C:
+			return claims, errs
+		}
+	}
+	return claims, errs
 }
 
 func (r *Runtime) claimAndStart(ctx context.Context, p int32, u *unclaimed) {
-	claim, err := r.claim(ctx, p)
-	if err != nil {
+	claims, errs := r.claimAll(ctx, []int32{p}, r.cfg.rebalanceTimeout)
+	if err := errs[0]; err != nil {
 		u.backoff = min(2*u.backoff, 30*time.Second)
 		u.retryAt = time.Now().Add(u.backoff)
 		r.cfg.log.Warn("claim failed; will retry", "partition", p, "err", err, "backoff", u.backoff)
+		r.setHealth(p, func(ph *PartitionHealth) { ph.Error = err.Error() })
 		return
 	}
+	claim := claims[0]
 	delete(r.unclaimed, p)
 	r.startPartition(ctx, claim)
 	tp := r.tp(p, kafka.Offset(claim.NextOffset))
@@ -329,15 +408,15 @@ func (r *Runtime) claimAndStart(ctx context.Context, p int32, u *unclaimed) {
 		_ = r.consumer.Resume([]kafka.TopicPartition{r.tp(p, kafka.OffsetInvalid)})
 		if err := r.consumer.Seek(tp, 0); err != nil {
 			r.cfg.log.Error("seek after reclaim failed; will claim again", "partition", p, "err", err)
-			r.stopPartition(p, r.cfg.revokeTimeout)
-			r.retryClaim(p, true)
+			r.stopPartitions([]int32{p}, r.cfg.revokeTimeout)
+			r.retryClaim(p, true, err)
 		}
 		return
 	}
 	if err := r.consumer.IncrementalAssign([]kafka.TopicPartition{tp}); err != nil {
 		r.cfg.log.Error("IncrementalAssign failed; will claim again", "partition", p, "err", err)
-		r.stopPartition(p, r.cfg.revokeTimeout)
-		r.retryClaim(p, false)
+		r.stopPartitions([]int32{p}, r.cfg.revokeTimeout)
+		r.retryClaim(p, false, err)
 		return
 	}
 	r.kassigned[p] = true
@@ -346,17 +425,23 @@ func (r *Runtime) claimAndStart(ctx context.Context, p int32, u *unclaimed) {
 // retryClaim queues a partition Kafka assigned to us for another claim
 // attempt from the poll loop. assigned says whether librdkafka already
 // consumes it (then the claim is followed by a seek, not an assign).
-func (r *Runtime) retryClaim(p int32, assigned bool) {
+func (r *Runtime) retryClaim(p int32, assigned bool, why error) {
 	r.unclaimed[p] = &unclaimed{retryAt: time.Now().Add(time.Second), backoff: time.Second, assigned: assigned}
+	msg := ""
+	if why != nil {
+		msg = why.Error()
+	}
+	r.setHealth(p, func(ph *PartitionHealth) { *ph = PartitionHealth{Partition: p, State: PartitionClaiming, Error: msg} })
 }
 
 func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	pctx, cancel := context.WithCancel(ctx)
-	h := &partitionHandle{epoch: claim.Epoch, cancel: cancel, queued: new(atomic.Int64), inflight: new(atomic.Int64)}
+	h := &partitionHandle{epoch: claim.Epoch, cancel: cancel, queued: new(atomic.Int64), inflight: new(atomic.Int64), nextOffset: new(atomic.Int64)}
+	h.nextOffset.Store(claim.NextOffset)
 	log := r.cfg.log.With("partition", claim.Partition, "epoch", claim.Epoch)
 	props := pa.PropsFromProducer(func() pa.Actor {
 		return &partitionActor{
-			rt: r, claim: claim, ctx: pctx, log: log, queued: h.queued, inflight: h.inflight,
+			rt: r, claim: claim, ctx: pctx, log: log, queued: h.queued, inflight: h.inflight, committed: h.nextOffset,
 			received: claim.NextOffset, children: map[string]*childEntry{},
 		}
 	})
@@ -364,54 +449,122 @@ func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	r.handles[claim.Partition] = h
 	r.metrics.assigned.Add(1)
 	r.metrics.owned.Add(1)
+	r.setHealth(claim.Partition, func(ph *PartitionHealth) {
+		*ph = PartitionHealth{Partition: claim.Partition, State: PartitionRunning, Epoch: claim.Epoch, NextOffset: claim.NextOffset}
+	})
 	log.Info("partition claimed", "next_offset", claim.NextOffset, "next_seq", claim.NextSeq)
 }
 
-// stopPartition lets a partition go: its actor finishes the batch in flight
-// (waiting at most timeout), then drops its state and queued records.
-func (r *Runtime) stopPartition(p int32, timeout time.Duration) {
-	h := r.handles[p]
-	if h == nil {
+// stopPartitions lets partitions go, concurrently: each actor finishes its
+// batch in flight, then drops its state and queued records. It waits at most
+// timeout for all of them together; a batch still running then is abandoned
+// (a late commit is rejected by the fence).
+func (r *Runtime) stopPartitions(ps []int32, timeout time.Duration) {
+	type stopping struct {
+		p    int32
+		h    *partitionHandle
+		done chan struct{}
+	}
+	var all []stopping
+	for _, p := range ps {
+		h := r.handles[p]
+		if h == nil {
+			continue
+		}
+		delete(r.handles, p)
+		r.metrics.owned.Add(-1)
+		if h.halted != "" {
+			r.metrics.haltedNow.Add(-1)
+		}
+		r.dropHealth(p)
+		done := make(chan struct{})
+		r.system.Root.Send(h.pid, &stopReq{done: done})
+		all = append(all, stopping{p, h, done})
+	}
+	if len(all) == 0 {
 		return
 	}
-	delete(r.handles, p)
-	r.metrics.owned.Add(-1)
-	done := make(chan struct{})
-	r.system.Root.Send(h.pid, &stopReq{done: done})
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		r.cfg.log.Warn("in-flight batch did not finish in time; abandoning it (a late commit will be fenced)", "partition", p, "epoch", h.epoch, "timeout", timeout)
+	expired := false
+	for _, s := range all {
+		if !expired {
+			select {
+			case <-s.done:
+			case <-t.C:
+				expired = true
+			}
+		}
+		if expired {
+			select {
+			case <-s.done:
+			default:
+				r.cfg.log.Warn("in-flight batch did not finish in time; abandoning it (a late commit will be fenced)", "partition", s.p, "epoch", s.h.epoch, "timeout", timeout)
+			}
+		}
+		s.h.cancel()
+		r.system.Root.Stop(s.h.pid)
 	}
-	h.cancel()
-	r.system.Root.Stop(h.pid)
 }
 
 func (r *Runtime) revoke(c *kafka.Consumer, parts []kafka.TopicPartition) {
+	start := time.Now()
+	defer func() { r.metrics.observeRebalance(time.Since(start)) }()
 	lost := c.AssignmentLost()
 	var unassign []kafka.TopicPartition
+	var stop []int32
 	for _, tp := range parts {
 		p := tp.Partition
 		delete(r.unclaimed, p)
+		r.dropHealth(p)
 		if _, ok := r.handles[p]; ok {
 			r.metrics.revoked.Add(1)
 			if lost {
 				r.metrics.lost.Add(1)
 			}
 			r.cfg.log.Info("partition revoked", "partition", p, "lost", lost)
-			r.stopPartition(p, r.cfg.revokeTimeout)
+			stop = append(stop, p)
 		}
 		if r.kassigned[p] {
 			delete(r.kassigned, p)
 			unassign = append(unassign, r.tp(p, kafka.OffsetInvalid))
 		}
 	}
+	r.stopPartitions(stop, min(r.cfg.revokeTimeout, r.cfg.rebalanceTimeout))
 	if len(unassign) > 0 {
 		if err := c.IncrementalUnassign(unassign); err != nil {
 			r.cfg.log.Error("IncrementalUnassign failed", "err", err)
 		}
+	}
+}
+
+// refreshPartitionCount reads the command topic's partition count from the
+// broker when it is unknown, when an assignment names a partition beyond it,
+// or (from tick) once a minute. A change is logged: adding partitions to a
+// command topic moves keys to other partitions.
+func (r *Runtime) refreshPartitionCount(parts []kafka.TopicPartition) {
+	known := r.partitions.Load()
+	need := known == 0 || time.Since(r.lastMDCheck) > time.Minute
+	for _, tp := range parts {
+		need = need || tp.Partition >= known
+	}
+	if !need {
+		return
+	}
+	r.lastMDCheck = time.Now()
+	topic := r.cfg.topic
+	md, err := r.consumer.GetMetadata(&topic, false, 5000)
+	if err != nil {
+		r.cfg.log.Warn("reading the command topic's partition count", "err", err)
+		return
+	}
+	tm, ok := md.Topics[topic]
+	if !ok || len(tm.Partitions) == 0 {
+		return
+	}
+	n := int32(len(tm.Partitions))
+	if old := r.partitions.Swap(n); old != 0 && old != n {
+		r.cfg.log.Error("the command topic's partition count changed: keys now map to other partitions; records of an aggregate that arrive on its old partition are dead-lettered as misrouted", "was", old, "now", n)
 	}
 }
 
@@ -430,7 +583,7 @@ func (r *Runtime) handleControl(ctx context.Context) {
 	r.ctlMu.Unlock()
 	for _, m := range msgs {
 		h := r.handles[m.partition]
-		if h == nil || h.epoch != m.epoch {
+		if h == nil || (m.epoch != 0 && h.epoch != m.epoch) {
 			continue // stale: the partition moved on
 		}
 		switch m.kind {
@@ -438,6 +591,15 @@ func (r *Runtime) handleControl(ctx context.Context) {
 			r.restartPartition(ctx, m.partition)
 		case controlFenced:
 			h.fencedAt = time.Now()
+		case controlHalted:
+			h.halted = m.reason
+			h.checkAt = time.Now().Add(haltCheckEvery)
+			r.setHealth(m.partition, func(ph *PartitionHealth) { ph.State, ph.HaltReason = PartitionHalted, m.reason })
+		case controlResume:
+			if h.halted != "" {
+				r.cfg.log.Info("resuming halted partition", "partition", m.partition, "was", h.halted)
+				r.restartPartition(ctx, m.partition)
+			}
 		}
 	}
 }
@@ -445,8 +607,8 @@ func (r *Runtime) handleControl(ctx context.Context) {
 // restartPartition reclaims a partition that is still assigned to us and
 // resumes it from Postgres.
 func (r *Runtime) restartPartition(ctx context.Context, p int32) {
-	r.stopPartition(p, r.cfg.revokeTimeout)
-	r.retryClaim(p, r.kassigned[p])
+	r.stopPartitions([]int32{p}, r.cfg.revokeTimeout)
+	r.retryClaim(p, r.kassigned[p], nil)
 	r.claimAndStart(ctx, p, r.unclaimed[p]) // on failure it stays queued
 }
 

@@ -124,7 +124,7 @@ func TestOutcomes(t *testing.T) {
 		}
 	}
 	for _, id := range []string{"raw-garbage", "raw-unknown", "raw-wrongkey"} {
-		r, err := store.Result(context.Background(), id)
+		r, err := store.Result(context.Background(), e.agg.Type, id)
 		if err != nil || r.Outcome != txn.OutcomeDeadLettered {
 			t.Errorf("result of %s: %+v %v", id, r, err)
 		}
@@ -139,11 +139,17 @@ func TestSameCommandIDIsHandledOnce(t *testing.T) {
 	if err != nil || first.Duplicate {
 		t.Fatalf("first: %+v %v", first, err)
 	}
-	// Resent with the same id, even with a different payload: the stored
-	// outcome comes back and nothing changes.
-	again, err := send(t, c, Deposit{Account: "acc-1", Amount: 99}, actor.WithCommandID("cmd-1"))
-	if err != nil || !again.Duplicate || again.FirstVersion != first.FirstVersion || again.Offset != first.Offset {
+	// Resent with the same id: the stored outcome comes back and nothing
+	// changes.
+	again, err := send(t, c, Deposit{Account: "acc-1", Amount: 10}, actor.WithCommandID("cmd-1"))
+	if err != nil || !again.Duplicate || again.PayloadMismatch || again.FirstVersion != first.FirstVersion || again.Offset != first.Offset {
 		t.Fatalf("resend: %+v %v; first was %+v", again, err, first)
+	}
+	// With a different payload: still nothing changes, and the caller
+	// learns the id was reused for another request.
+	again, err = send(t, c, Deposit{Account: "acc-1", Amount: 99}, actor.WithCommandID("cmd-1"))
+	if !errors.Is(err, actor.ErrPayloadMismatch) || !again.Duplicate || !again.PayloadMismatch || again.FirstVersion != first.FirstVersion {
+		t.Fatalf("resend with another payload: %+v %v; first was %+v", again, err, first)
 	}
 	// A rejection is also remembered.
 	if _, err := send(t, c, Withdraw{Account: "acc-1", Amount: 1000}, actor.WithCommandID("cmd-2")); !errors.Is(err, actor.ErrRejected) {

@@ -1,6 +1,8 @@
 package actor
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -31,6 +33,23 @@ const (
 
 // maxCommandIDLen bounds command ids (they are primary keys).
 const maxCommandIDLen = 200
+
+// requestHash is the digest stored with a command's result: sha-256 over
+// the command type name, a NUL, and the encoded command. A resend of the
+// command id with another digest is another request under a reused id.
+func requestHash(typeName string, value []byte) []byte {
+	h := sha256.New()
+	h.Write([]byte(typeName))
+	h.Write([]byte{0})
+	h.Write(value)
+	return h.Sum(nil)
+}
+
+// sameRequest reports whether two request digests may be the same request.
+// An unknown digest (a result stored before digests existed) matches.
+func sameRequest(stored, got []byte) bool {
+	return len(stored) == 0 || len(got) == 0 || bytes.Equal(stored, got)
+}
 
 func outcomeFromResult(r txn.CommandResult, dup bool) Outcome {
 	return Outcome{

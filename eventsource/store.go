@@ -234,3 +234,28 @@ func PutSnapshotsTx(ctx context.Context, tx pgx.Tx, snaps []Snapshot) error {
 	}
 	return nil
 }
+
+// Written returns the aggregates among fromVersion's keys that have a stored
+// event at or beyond the given version: versions a writer meant to write
+// that someone else already wrote. One index-backed query.
+func (s *EventStore) Written(ctx context.Context, aggregateType string, fromVersion map[string]int64) ([]string, error) {
+	if len(fromVersion) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, 0, len(fromVersion))
+	vs := make([]int64, 0, len(fromVersion))
+	for id, v := range fromVersion {
+		ids = append(ids, id)
+		vs = append(vs, v)
+	}
+	rows, _ := s.db.Query(ctx, `
+		SELECT b.id FROM unnest($2::text[], $3::bigint[]) AS b(id, v)
+		WHERE EXISTS (SELECT 1 FROM onceflow.events e
+		              WHERE e.aggregate_type = $1 AND e.aggregate_id = b.id AND e.version >= b.v)`,
+		aggregateType, ids, vs)
+	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("eventsource: written %s: %w", aggregateType, err)
+	}
+	return out, nil
+}

@@ -41,7 +41,7 @@ func Example() {
 	fmt.Println(post(b+mug+"/reserve", "order-2", `{"reservation_id": "order-2", "qty": 4}`))
 
 	// The outcome as stored, whatever any client was told.
-	res, err := env.Store().Result(ctx, api.CommandID("reserve", stock.AggregateID("ams-1", "MUG-BLUE"), "order-1"))
+	res, err := env.Store().Result(ctx, stock.AggregateType, api.CommandID("reserve", stock.AggregateID("ams-1", "MUG-BLUE"), "order-1"))
 	check(err)
 	fmt.Println("order-1:", res.Outcome, res.Reason)
 

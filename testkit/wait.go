@@ -53,18 +53,42 @@ func (e *Env) WaitFor(t testing.TB, what string, cond func(ctx context.Context) 
 // returns it: accepted, rejected or dead-lettered (txn.CommandResult). It
 // fails t if there is none within the wait timeout. The outcome is read from
 // Postgres, so it is the committed truth, whatever the client was told.
+// Command ids are scoped to the aggregate type: if several aggregate types
+// stored an outcome under commandID, it fails t; use WaitOutcomeOf.
 func (e *Env) WaitOutcome(t testing.TB, commandID string) txn.CommandResult {
+	t.Helper()
+	return e.waitOutcome(t, "", commandID)
+}
+
+// WaitOutcomeOf is WaitOutcome for the command commandID of aggregateType.
+func (e *Env) WaitOutcomeOf(t testing.TB, aggregateType, commandID string) txn.CommandResult {
+	t.Helper()
+	return e.waitOutcome(t, aggregateType, commandID)
+}
+
+func (e *Env) waitOutcome(t testing.TB, aggregateType, commandID string) txn.CommandResult {
 	t.Helper()
 	var res txn.CommandResult
 	ctx, cancel := context.WithTimeout(context.Background(), e.waitTimeout)
 	defer cancel()
 	err := wait(ctx, pollInterval, func(ctx context.Context) (bool, error) {
-		r, err := e.store.Result(ctx, commandID)
+		var rs []txn.CommandResult
+		var err error
+		if aggregateType != "" {
+			var r txn.CommandResult
+			if r, err = e.store.Result(ctx, aggregateType, commandID); err == nil {
+				rs = append(rs, r)
+			}
+		} else {
+			rs, err = e.store.ResultsByCommandID(ctx, commandID)
+		}
 		switch {
-		case err == nil:
-			res = r
+		case err == nil && len(rs) == 1:
+			res = rs[0]
 			return true, nil
-		case errors.Is(err, txn.ErrNotFound), ctx.Err() != nil:
+		case err == nil && len(rs) > 1:
+			return false, fmt.Errorf("command id %q has outcomes for %d aggregate types (%s, %s, ...): use WaitOutcomeOf", commandID, len(rs), rs[0].AggregateType, rs[1].AggregateType)
+		case err == nil, errors.Is(err, txn.ErrNotFound), ctx.Err() != nil:
 			return false, nil
 		}
 		return false, err

@@ -40,7 +40,7 @@ func TestConnectTimeoutIsRetryable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	_, err = txn.NewStore(pool).LookupResults(ctx, []string{"c1"})
+	_, err = txn.NewStore(pool).LookupResults(ctx, "t", []string{"c1"})
 	if err == nil {
 		t.Fatal("lookup against a silent server succeeded")
 	}

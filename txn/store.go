@@ -56,10 +56,10 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at`
+const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at, halted_at, halt_reason`
 
 func scanClaim(row pgx.Row, c *Claim) error {
-	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt)
+	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt, &c.HaltedAt, &c.HaltReason)
 }
 
 // Claim takes ownership of a partition for owner: it inserts the claim row if
@@ -97,7 +97,8 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 			VALUES ($1, $2, $3, 1, $4, now(),
 			        coalesce((SELECT max(seq) + 1 FROM onceflow.events WHERE topic = $2 AND partition = $3), 1))
 			ON CONFLICT (group_id, topic, partition) DO UPDATE
-			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at
+			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at,
+			    halted_at = NULL, halt_reason = ''
 			RETURNING `+claimColumns, key.Group, key.Topic, key.Partition, owner), &c)
 	})
 	if err != nil {
@@ -249,7 +250,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 }
 
 const resultColumns = `command_id, group_id, topic, partition, "offset", aggregate_type, aggregate_id, outcome,
-	first_version, last_version, first_seq, last_seq, reason, recorded_at`
+	first_version, last_version, first_seq, last_seq, reason, request_hash, recorded_at`
 
 func copyResults(ctx context.Context, tx pgx.Tx, key PartitionKey, rs []CommandResult) error {
 	if len(rs) == 0 {
@@ -258,11 +259,11 @@ func copyResults(ctx context.Context, tx pgx.Tx, key PartitionKey, rs []CommandR
 	src := pgx.CopyFromSlice(len(rs), func(i int) ([]any, error) {
 		r := &rs[i]
 		return []any{r.CommandID, key.Group, key.Topic, key.Partition, r.Offset, r.AggregateType, r.AggregateID,
-			string(r.Outcome), r.FirstVersion, r.LastVersion, r.FirstSeq, r.LastSeq, cleanText(r.Reason)}, nil
+			string(r.Outcome), r.FirstVersion, r.LastVersion, r.FirstSeq, r.LastSeq, cleanText(r.Reason), r.RequestHash}, nil
 	})
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "command_results"},
 		[]string{"command_id", "group_id", "topic", "partition", "offset", "aggregate_type", "aggregate_id",
-			"outcome", "first_version", "last_version", "first_seq", "last_seq", "reason"}, src)
+			"outcome", "first_version", "last_version", "first_seq", "last_seq", "reason", "request_hash"}, src)
 	if err != nil {
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "command_results_pkey" {
@@ -306,41 +307,81 @@ func cleanText(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
-// LookupResults returns the stored results of those ids that have one.
-// One query whatever the number of ids.
-func (s *Store) LookupResults(ctx context.Context, ids []string) (map[string]CommandResult, error) {
+// LookupResults returns the stored results of those ids that have one for
+// aggregateType: command ids are scoped to the aggregate type, so the same id
+// sent to two aggregate types is two commands. One index-backed query
+// whatever the number of ids.
+func (s *Store) LookupResults(ctx context.Context, aggregateType string, ids []string) (map[string]CommandResult, error) {
 	out := make(map[string]CommandResult, len(ids))
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, _ := s.pool.Query(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results WHERE command_id = ANY($1)`, ids)
+	rows, _ := s.pool.Query(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results
+		WHERE command_id = ANY($1) AND aggregate_type = $2`, ids, aggregateType)
 	var r CommandResult
 	_, err := pgx.ForEachRow(rows, resultDest(&r), func() error {
 		out[r.CommandID] = r
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("txn: lookup results: %w", err)
+		return nil, fmt.Errorf("txn: lookup results of %q: %w", aggregateType, err)
 	}
 	return out, nil
 }
 
 func resultDest(r *CommandResult) []any {
 	return []any{&r.CommandID, &r.Group, &r.Topic, &r.Partition, &r.Offset, &r.AggregateType, &r.AggregateID, &r.Outcome,
-		&r.FirstVersion, &r.LastVersion, &r.FirstSeq, &r.LastSeq, &r.Reason, &r.RecordedAt}
+		&r.FirstVersion, &r.LastVersion, &r.FirstSeq, &r.LastSeq, &r.Reason, &r.RequestHash, &r.RecordedAt}
 }
 
-// Result returns one command's stored result, or ErrNotFound.
-func (s *Store) Result(ctx context.Context, commandID string) (CommandResult, error) {
+// Result returns the stored result of command commandID for aggregateType,
+// or ErrNotFound.
+func (s *Store) Result(ctx context.Context, aggregateType, commandID string) (CommandResult, error) {
 	var r CommandResult
-	err := s.pool.QueryRow(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results WHERE command_id = $1`, commandID).Scan(resultDest(&r)...)
+	err := s.pool.QueryRow(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results
+		WHERE command_id = $1 AND aggregate_type = $2`, commandID, aggregateType).Scan(resultDest(&r)...)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return CommandResult{}, fmt.Errorf("%w: command %q", ErrNotFound, commandID)
+		return CommandResult{}, fmt.Errorf("%w: command %q of aggregate type %q", ErrNotFound, commandID, aggregateType)
 	}
 	if err != nil {
-		return CommandResult{}, fmt.Errorf("txn: result of command %q: %w", commandID, err)
+		return CommandResult{}, fmt.Errorf("txn: result of command %q of aggregate type %q: %w", commandID, aggregateType, err)
 	}
 	return r, nil
+}
+
+// ResultsByCommandID returns every stored result of command id commandID,
+// whatever its aggregate type, oldest first (none: an empty slice). For
+// tools and clients that know a command's topic but not its aggregate type.
+func (s *Store) ResultsByCommandID(ctx context.Context, commandID string) ([]CommandResult, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results
+		WHERE command_id = $1 ORDER BY recorded_at, aggregate_type`, commandID)
+	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CommandResult, error) {
+		var r CommandResult
+		err := row.Scan(resultDest(&r)...)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("txn: results of command %q: %w", commandID, err)
+	}
+	return rs, nil
+}
+
+// TopicResult returns the stored result of command commandID consumed from
+// topic, or ErrNotFound. It is what a client that produced the command to
+// topic reads (it does not know the aggregate type). If several aggregate
+// types on one topic stored a result under the same id, the oldest is
+// returned.
+func (s *Store) TopicResult(ctx context.Context, topic, commandID string) (CommandResult, error) {
+	rs, err := s.ResultsByCommandID(ctx, commandID)
+	if err != nil {
+		return CommandResult{}, err
+	}
+	for _, r := range rs {
+		if r.Topic == topic {
+			return r, nil
+		}
+	}
+	return CommandResult{}, fmt.Errorf("%w: command %q on topic %q", ErrNotFound, commandID, topic)
 }
 
 // DeadLetters lists dead letters in id order.
@@ -363,4 +404,41 @@ func (s *Store) DeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadLette
 		return nil, fmt.Errorf("txn: list dead letters: %w", err)
 	}
 	return dls, nil
+}
+
+// Halt records on the claim row that the partition halted, and why, as long
+// as epoch still owns it (a stale owner changes nothing and gets ErrFenced).
+// A halted partition consumes nothing until it is resumed: Resume clears the
+// mark, and the owner, which watches the row, claims the partition again.
+func (s *Store) Halt(ctx context.Context, key PartitionKey, epoch int64, reason string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE onceflow.partition_claims SET halted_at = now(), halt_reason = $1
+		WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`,
+		cleanText(reason), key.Group, key.Topic, key.Partition, epoch)
+	if err != nil {
+		return fmt.Errorf("txn: record halt of %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: record halt of %s[%d] group %q: epoch %d no longer owns it", ErrFenced, key.Topic, key.Partition, key.Group, epoch)
+	}
+	return nil
+}
+
+// Resume clears the halt mark of a partition so its owner resumes it. It
+// reports whether the partition was halted; ErrNotFound when it has no claim
+// row. Safe to call from any process (the CLI does).
+func (s *Store) Resume(ctx context.Context, key PartitionKey) (wasHalted bool, err error) {
+	var halted bool
+	err = s.pool.QueryRow(ctx, `
+		UPDATE onceflow.partition_claims c SET halted_at = NULL, halt_reason = ''
+		FROM (SELECT group_id, topic, partition, halted_at IS NOT NULL AS halted FROM onceflow.partition_claims
+		      WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE) old
+		WHERE c.group_id = old.group_id AND c.topic = old.topic AND c.partition = old.partition
+		RETURNING old.halted`, key.Group, key.Topic, key.Partition).Scan(&halted)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("%w: claim %s[%d] group %q", ErrNotFound, key.Topic, key.Partition, key.Group)
+	}
+	if err != nil {
+		return false, fmt.Errorf("txn: resume %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
+	}
+	return halted, nil
 }

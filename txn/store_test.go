@@ -1,6 +1,7 @@
 package txn_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -241,7 +242,7 @@ func TestCommitHappyPath(t *testing.T) {
 	versions := map[string]int64{}
 	b := makeBatch(c, batchSpec{commands: 6, aggs: 2, idPrefix: "cmd", versions: versions})
 	b.Snapshots = []eventsource.Snapshot{{AggregateType: "stock", AggregateID: "a0", Version: 3, State: []byte("s3")}}
-	b.Results = append(b.Results[:5], txn.CommandResult{CommandID: "bad", Offset: 5, Outcome: txn.OutcomeDeadLettered, Reason: "undecodable"})
+	b.Results = append(b.Results[:5], txn.CommandResult{CommandID: "bad", Offset: 5, AggregateType: "stock", Outcome: txn.OutcomeDeadLettered, Reason: "undecodable"})
 	b.Events = b.Events[:5]
 	b.DeadLetters = []txn.DeadLetter{{Offset: 5, CommandID: "bad", Value: []byte{0xff}, Error: "undecodable"}}
 	inTxRan := false
@@ -272,7 +273,7 @@ func TestCommitHappyPath(t *testing.T) {
 		t.Fatalf("rows = %v", n)
 	}
 
-	res, err := s.LookupResults(ctx, []string{"cmd-0", "cmd-4", "bad", "never-seen"})
+	res, err := s.LookupResults(ctx, "stock", []string{"cmd-0", "cmd-4", "bad", "never-seen"})
 	if err != nil || len(res) != 3 {
 		t.Fatalf("LookupResults = %v, %v", res, err)
 	}
@@ -280,10 +281,10 @@ func TestCommitHappyPath(t *testing.T) {
 	if r.PartitionKey != testKey || r.Offset != 4 || r.Outcome != txn.OutcomeAccepted || r.AggregateID != "a0" || r.FirstVersion != 3 || r.FirstSeq != 5 || r.RecordedAt.IsZero() {
 		t.Fatalf("result cmd-4 = %+v", r)
 	}
-	if r, err := s.Result(ctx, "bad"); err != nil || r.Outcome != txn.OutcomeDeadLettered || r.Reason != "undecodable" {
+	if r, err := s.Result(ctx, "stock", "bad"); err != nil || r.Outcome != txn.OutcomeDeadLettered || r.Reason != "undecodable" {
 		t.Fatalf("Result(bad) = %+v, %v", r, err)
 	}
-	if _, err := s.Result(ctx, "never-seen"); !errors.Is(err, txn.ErrNotFound) {
+	if _, err := s.Result(ctx, "stock", "never-seen"); !errors.Is(err, txn.ErrNotFound) {
 		t.Fatalf("Result(never-seen) = %v, want ErrNotFound", err)
 	}
 
@@ -585,5 +586,83 @@ func TestClaimNewGroupContinuesSeq(t *testing.T) {
 	otherTopic.Topic = "other-cmds"
 	if c3 := mustClaim(t, s, otherTopic, "B"); c3.NextSeq != 1 {
 		t.Fatalf("claim on another topic: next_seq %d, want 1", c3.NextSeq)
+	}
+}
+
+// Command ids are scoped to the aggregate type: the same id sent to an
+// account and to a transfer is two commands, each with its own result and
+// request digest; a lookup for one type never answers with the other's.
+func TestCommandIDsAreScopedToTheAggregateType(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	acc := mustClaim(t, s, txn.PartitionKey{Group: "g", Topic: "accounts", Partition: 0}, "A")
+	trf := mustClaim(t, s, txn.PartitionKey{Group: "g", Topic: "transfers", Partition: 0}, "A")
+	for _, b := range []*txn.Batch{
+		{Claim: acc, NextOffset: 1, Results: []txn.CommandResult{{CommandID: "42", Offset: 0, AggregateType: "account", AggregateID: "a", Outcome: txn.OutcomeRejected, Reason: "closed", RequestHash: []byte{1}}}},
+		{Claim: trf, NextOffset: 1, Results: []txn.CommandResult{{CommandID: "42", Offset: 0, AggregateType: "transfer", AggregateID: "t", Outcome: txn.OutcomeAccepted, RequestHash: []byte{2}}}},
+	} {
+		if _, err := s.Commit(ctx, b); err != nil {
+			t.Fatalf("commit of id 42 for %s: %v (the same id for another aggregate type must not be a duplicate)", b.Results[0].AggregateType, err)
+		}
+	}
+	for typ, want := range map[string]txn.Outcome{"account": txn.OutcomeRejected, "transfer": txn.OutcomeAccepted} {
+		res, err := s.LookupResults(ctx, typ, []string{"42"})
+		if err != nil || res["42"].Outcome != want || res["42"].AggregateType != typ {
+			t.Fatalf("LookupResults(%s) = %+v, %v; want %s", typ, res, err, want)
+		}
+		r, err := s.Result(ctx, typ, "42")
+		if err != nil || r.Outcome != want {
+			t.Fatalf("Result(%s) = %+v, %v", typ, r, err)
+		}
+	}
+	if r, err := s.TopicResult(ctx, "transfers", "42"); err != nil || r.AggregateType != "transfer" || !bytes.Equal(r.RequestHash, []byte{2}) {
+		t.Fatalf("TopicResult(transfers) = %+v, %v", r, err)
+	}
+	if rs, err := s.ResultsByCommandID(ctx, "42"); err != nil || len(rs) != 2 {
+		t.Fatalf("ResultsByCommandID = %+v, %v", rs, err)
+	}
+	if _, err := s.Result(ctx, "ledger", "42"); !errors.Is(err, txn.ErrNotFound) {
+		t.Fatalf("Result(ledger) = %v, want ErrNotFound", err)
+	}
+	// Within one aggregate type the id stays unique.
+	_, err := s.Commit(ctx, &txn.Batch{Claim: advance(acc, txn.Committed{NextOffset: 1, NextSeq: 1}), NextOffset: 2,
+		Results: []txn.CommandResult{{CommandID: "42", Offset: 1, AggregateType: "account", Outcome: txn.OutcomeRejected}}})
+	if !errors.Is(err, txn.ErrDuplicateCommand) {
+		t.Fatalf("second result for account/42: %v, want ErrDuplicateCommand", err)
+	}
+}
+
+func TestHaltAndResume(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := newStore(t)
+	c := mustClaim(t, s, testKey, "A")
+	if err := s.Halt(ctx, testKey, c.Epoch+1, "stale"); !errors.Is(err, txn.ErrFenced) {
+		t.Fatalf("Halt by a stale epoch = %v, want ErrFenced", err)
+	}
+	if err := s.Halt(ctx, testKey, c.Epoch, "offset 7: boom"); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := s.ReadClaim(ctx, testKey)
+	if cl.HaltedAt == nil || cl.HaltReason != "offset 7: boom" {
+		t.Fatalf("claim after Halt = %+v", cl)
+	}
+	if was, err := s.Resume(ctx, testKey); err != nil || !was {
+		t.Fatalf("Resume = %v, %v", was, err)
+	}
+	if cl, _ := s.ReadClaim(ctx, testKey); cl.HaltedAt != nil || cl.HaltReason != "" || cl.Epoch != c.Epoch {
+		t.Fatalf("claim after Resume = %+v", cl)
+	}
+	if was, err := s.Resume(ctx, testKey); err != nil || was {
+		t.Fatalf("second Resume = %v, %v (want not halted)", was, err)
+	}
+	if _, err := s.Resume(ctx, txn.PartitionKey{Group: "g", Topic: "none", Partition: 0}); !errors.Is(err, txn.ErrNotFound) {
+		t.Fatalf("Resume of a missing claim = %v", err)
+	}
+	// A new claim clears a halt.
+	_ = s.Halt(ctx, testKey, c.Epoch, "again")
+	if c2 := mustClaim(t, s, testKey, "B"); c2.HaltedAt != nil || c2.HaltReason != "" {
+		t.Fatalf("new claim kept the halt: %+v", c2)
 	}
 }

@@ -25,6 +25,10 @@ type Claim struct {
 	NextOffset int64 // Kafka offset to consume next
 	NextSeq    int64 // next gap-free event seq of the partition
 	ClaimedAt  time.Time
+	// HaltedAt is set while the partition is halted (see Store.Halt);
+	// HaltReason says why. A new claim and Store.Resume clear both.
+	HaltedAt   *time.Time
+	HaltReason string
 }
 
 // Outcome is how a command ended.
@@ -53,7 +57,12 @@ type CommandResult struct {
 	FirstSeq      int64
 	LastSeq       int64
 	Reason        string
-	RecordedAt    time.Time
+	// RequestHash is the digest of the command's type name and payload
+	// (see RequestHash); nil when unknown (rows written before migration 3,
+	// or records without a usable payload). A resend of the command id whose
+	// digest differs is a different request under a reused id.
+	RequestHash []byte
+	RecordedAt  time.Time
 }
 
 // DeadLetter is a record that could not be handled, with its raw bytes.

@@ -114,6 +114,7 @@ func runClaims(ctx context.Context, args []string, e env) error {
 			if err := enc.Encode(map[string]any{
 				"group": c.Group, "topic": c.Topic, "partition": c.Partition, "epoch": c.Epoch, "owner": c.Owner,
 				"next_offset": c.NextOffset, "next_seq": c.NextSeq, "claimed_at": c.ClaimedAt,
+				"halted_at": c.HaltedAt, "halt_reason": c.HaltReason,
 			}); err != nil {
 				return err
 			}
@@ -125,10 +126,17 @@ func runClaims(ctx context.Context, args []string, e env) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tEPOCH\tOWNER\tNEXT_OFFSET\tNEXT_SEQ\tCLAIMED_AT")
+	fmt.Fprintln(tw, "GROUP\tTOPIC\tPARTITION\tEPOCH\tOWNER\tNEXT_OFFSET\tNEXT_SEQ\tCLAIMED_AT\tHALTED")
 	for _, c := range claims {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\n", c.Group, c.Topic, c.Partition, c.Epoch, orDash(c.Owner),
-			c.NextOffset, c.NextSeq, c.ClaimedAt.UTC().Format(time.RFC3339))
+		halted := "-"
+		if c.HaltedAt != nil {
+			// The first line of the reason: enough to act on (the whole
+			// reason is in --json and in the service's log).
+			reason, _, _ := strings.Cut(c.HaltReason, "\n")
+			halted = c.HaltedAt.UTC().Format(time.RFC3339) + " " + reason
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%s\t%s\n", c.Group, c.Topic, c.Partition, c.Epoch, orDash(c.Owner),
+			c.NextOffset, c.NextSeq, c.ClaimedAt.UTC().Format(time.RFC3339), halted)
 	}
 	return tw.Flush()
 }
@@ -209,4 +217,42 @@ func oneLine(s string, n int) string {
 		return string(r[:n-1]) + "…"
 	}
 	return s
+}
+
+func runResume(ctx context.Context, args []string, e env) error {
+	fs := newFlagSet("resume", "Resume a halted partition: clear the halt recorded on its claim row. The\ninstance that owns it notices within seconds, claims it again and consumes\nfrom the committed position, so the record that halted it is tried again:\nfix the cause first (deploy the fixed handler, or switch the failure policy\nto DeadLetter), or it halts again.", e)
+	var db dbFlags
+	db.register(fs, e)
+	group := fs.String("group", "", "consumer group (required; see onceflow claims)")
+	topic := fs.String("topic", "", "command topic (required)")
+	partition := fs.Int("partition", -1, "partition number (required)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	switch {
+	case *group == "":
+		return usagef("--group is required (onceflow claims lists them)")
+	case *topic == "":
+		return usagef("--topic is required")
+	case *partition < 0:
+		return usagef("--partition is required (>= 0)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, db.timeout)
+	defer cancel()
+	pool, err := db.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	key := txn.PartitionKey{Group: *group, Topic: *topic, Partition: int32(*partition)}
+	was, err := txn.NewStore(pool).Resume(ctx, key)
+	if err != nil {
+		return err
+	}
+	if !was {
+		fmt.Fprintf(e.stdout, "%s[%d] group %s was not halted; nothing to do\n", key.Topic, key.Partition, key.Group)
+		return nil
+	}
+	fmt.Fprintf(e.stdout, "%s[%d] group %s resumed: its owner claims it again within a few seconds (onceflow claims shows the new epoch)\n", key.Topic, key.Partition, key.Group)
+	return nil
 }

@@ -50,7 +50,8 @@ type command struct {
 
 var commands = []command{
 	{"migrate", "apply the embedded schema migrations", runMigrate},
-	{"claims", "list partition claims", runClaims},
+	{"claims", "list partition claims (owner, epoch, position, halted)", runClaims},
+	{"resume", "resume a halted partition", runResume},
 	{"dead-letters", "list dead-lettered records", runDeadLetters},
 	{"dev-broker", "run a Kafka-protocol broker for development (foreground)", runDevBroker},
 }

@@ -132,6 +132,36 @@ func TestDatabaseCommands(t *testing.T) {
 	if r := onceflow(t, vars, "dead-letters", "--limit", "1"); !strings.Contains(r.stdout, "(more may follow: --after-id 1)") {
 		t.Fatalf("dead-letters --limit 1: %s", r.stdout)
 	}
+
+	// A halted partition shows in claims and is resumed by the CLI.
+	if err := store.Halt(ctx, key, claim.Epoch, "offset 1: handler panicked: boom\ngoroutine 7 [running]"); err != nil {
+		t.Fatal(err)
+	}
+	r = onceflow(t, vars, "claims", "--group", "g1")
+	if !regexp.MustCompile(`(?m)^g1\s+inventory\.commands\s+3\s.*\d{4}-\S+ offset 1: handler panicked: boom$`).MatchString(r.stdout) {
+		t.Fatalf("claims of a halted partition:\n%s%s", r.stdout, r.stderr)
+	}
+	for _, tc := range []struct {
+		args       []string
+		code       int
+		wantStdout string
+		wantStderr string
+	}{
+		{[]string{"resume", "--topic", "inventory.commands", "--partition", "3"}, 2, "", "--group is required"},
+		{[]string{"resume", "--group", "g1", "--partition", "3"}, 2, "", "--topic is required"},
+		{[]string{"resume", "--group", "g1", "--topic", "inventory.commands"}, 2, "", "--partition is required"},
+		{[]string{"resume", "--group", "g1", "--topic", "nope", "--partition", "0"}, 1, "", "not found"},
+		{[]string{"resume", "--group", "g1", "--topic", "inventory.commands", "--partition", "3"}, 0, "resumed", ""},
+		{[]string{"resume", "--group", "g1", "--topic", "inventory.commands", "--partition", "3"}, 0, "was not halted", ""},
+	} {
+		r := onceflow(t, vars, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stdout, tc.wantStdout) || !strings.Contains(r.stderr, tc.wantStderr) {
+			t.Fatalf("%v: exit %d, want %d\nstdout: %s\nstderr: %s", tc.args, r.code, tc.code, r.stdout, r.stderr)
+		}
+	}
+	if c, _ := store.ReadClaim(ctx, key); c.HaltedAt != nil {
+		t.Fatalf("claim still halted after resume: %+v", c)
+	}
 }
 
 // syncBuffer is written by the broker goroutine and read by the test.

@@ -87,6 +87,10 @@ func TestServiceEndToEnd(t *testing.T) {
 	if code, m := post("reserve", "order-7", `{"reservation_id": "order-7", "qty": 3}`); code != 200 || m["duplicate"] != true || m["last_version"] != 2.0 {
 		t.Fatalf("reserve retry: %d %v", code, m)
 	}
+	// The same key with a different body: 422 naming the key, not applied.
+	if code, m := post("reserve", "order-7", `{"reservation_id": "order-7", "qty": 4}`); code != 422 || m["code"] != "idempotency_key_reused" || !strings.Contains(m["error"].(string), `"order-7"`) {
+		t.Fatalf("reserve with a reused key and another body: %d %v", code, m)
+	}
 	if code, m := post("reserve", "order-8", `{"reservation_id": "order-8", "qty": 8}`); code != 409 || m["error"] != "insufficient stock: requested 8, available 7" {
 		t.Fatalf("over-reserve: %d %v", code, m)
 	}

@@ -235,8 +235,14 @@ func (s *Server) writeOutcome(w http.ResponseWriter, r *http.Request, id, key st
 	var (
 		rejected *actor.RejectedError
 		dead     *actor.DeadLetteredError
+		mismatch *actor.PayloadMismatchError
 	)
 	switch {
+	case errors.As(err, &mismatch):
+		// IETF httpapi idempotency-key draft: the same key with a
+		// different request payload is 422.
+		writeError(w, &apiError{status: http.StatusUnprocessableEntity, Code: "idempotency_key_reused", CommandID: id, IdempotencyKey: key,
+			Message: fmt.Sprintf("Idempotency-Key %q was already used for a different request to this resource (%s); this request was not applied: send a new request with a new key", key, mismatchSummary(mismatch.Outcome))})
 	case err == nil:
 		switch out.Status {
 		case txn.OutcomeAccepted:
@@ -270,6 +276,13 @@ func (s *Server) writeOutcome(w http.ResponseWriter, r *http.Request, id, key st
 	default:
 		s.internal(w, r, id, err)
 	}
+}
+
+func mismatchSummary(o actor.Outcome) string {
+	if o.Reason != "" {
+		return fmt.Sprintf("that one ended %s: %s", o.Status, o.Reason)
+	}
+	return fmt.Sprintf("that one ended %s", o.Status)
 }
 
 func deadLettered(id, key, reason string) *apiError {

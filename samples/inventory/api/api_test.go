@@ -245,6 +245,7 @@ func TestOutcomeMapping(t *testing.T) {
 		{"unknown", actor.Outcome{}, &actor.OutcomeUnknownError{CommandID: "x", Err: context.DeadlineExceeded}, 504, "outcome_unknown", `retry the same request with header "Idempotency-Key: k-9"`},
 		{"deadline", actor.Outcome{}, context.DeadlineExceeded, 504, "outcome_unknown", "Idempotency-Key: k-9"},
 		{"closed", actor.Outcome{}, actor.ErrClosed, 503, "unavailable", "shutting down"},
+		{"key reused", actor.Outcome{Status: txn.OutcomeAccepted, Duplicate: true, PayloadMismatch: true}, &actor.PayloadMismatchError{CommandID: "x", Outcome: actor.Outcome{Status: txn.OutcomeAccepted}}, 422, "idempotency_key_reused", `Idempotency-Key "k-9" was already used for a different request`},
 		{"other", actor.Outcome{}, errors.New("kafka: secret broker detail"), 500, "internal", "internal error"},
 		{"bad status", actor.Outcome{Status: "weird"}, nil, 500, "internal", ""},
 	} {

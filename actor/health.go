@@ -1,0 +1,166 @@
+package actor
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/onceflow/onceflow/txn"
+)
+
+// PartitionState is what a Runtime is doing with a partition Kafka assigned
+// to it.
+type PartitionState string
+
+const (
+	// PartitionRunning: claimed in Postgres and consuming.
+	PartitionRunning PartitionState = "running"
+	// PartitionClaiming: assigned by Kafka, the Postgres claim not yet
+	// taken (retried with backoff; Error says why the last attempt failed).
+	PartitionClaiming PartitionState = "claiming"
+	// PartitionHalted: stopped on an error it cannot get past (failure
+	// policy Halt, a non-retryable error); HaltReason says why. Nothing is
+	// consumed until it is resumed (ResumePartition, `onceflow resume`).
+	PartitionHalted PartitionState = "halted"
+)
+
+// PartitionHealth is one assigned partition as the Runtime sees it.
+type PartitionHealth struct {
+	Partition  int32          `json:"partition"`
+	State      PartitionState `json:"state"`
+	Epoch      int64          `json:"epoch,omitempty"`
+	HaltReason string         `json:"halt_reason,omitempty"`
+	Error      string         `json:"error,omitempty"` // last claim error while claiming
+	// NextOffset is the committed position (the next offset to handle).
+	NextOffset int64 `json:"next_offset"`
+	// HighWatermark is the partition's end offset as last seen by the
+	// consumer (-1 when not known yet); Lag = HighWatermark - NextOffset.
+	HighWatermark int64 `json:"high_watermark"`
+	Lag           int64 `json:"lag"`
+}
+
+// Health is a Runtime's state for a health endpoint.
+type Health struct {
+	Running    bool              `json:"running"`
+	Group      string            `json:"group"`
+	Topic      string            `json:"topic"`
+	Instance   string            `json:"instance"`
+	Partitions []PartitionHealth `json:"partitions"` // by partition number
+}
+
+// Healthy reports whether the runtime runs and no partition it was
+// assigned is halted or waiting for its claim.
+func (h Health) Healthy() bool {
+	if !h.Running {
+		return false
+	}
+	for _, p := range h.Partitions {
+		if p.State != PartitionRunning {
+			return false
+		}
+	}
+	return true
+}
+
+// Health returns the state of every partition assigned to this instance:
+// owned and running, waiting for its claim, or halted with the reason, with
+// the committed position and the lag. Safe to call from any goroutine (a
+// health or readiness handler). Lag is refreshed every 100ms.
+func (r *Runtime) Health() Health {
+	h := Health{Running: r.running.Load() && !r.stopped.Load(), Group: r.cfg.group, Topic: r.cfg.topic, Instance: r.cfg.instanceID}
+	r.healthMu.Lock()
+	for _, ph := range r.health {
+		h.Partitions = append(h.Partitions, *ph)
+	}
+	r.healthMu.Unlock()
+	slices.SortFunc(h.Partitions, func(a, b PartitionHealth) int { return int(a.Partition - b.Partition) })
+	return h
+}
+
+// ResumePartition resumes a halted partition of this runtime's group and
+// topic: it clears the halt recorded on the partition's claim row, and the
+// owner (this instance or another one) claims it again and consumes from the
+// committed position, so the record that halted it is tried again. It
+// reports whether the partition was halted. Resume after fixing what made
+// it halt (a handler bug, a failure policy), or it halts again.
+func (r *Runtime) ResumePartition(ctx context.Context, partition int32) (wasHalted bool, err error) {
+	was, err := r.store.Resume(ctx, r.key(partition))
+	if err != nil {
+		return false, fmt.Errorf("onceflow: resume partition %d: %w", partition, err)
+	}
+	r.requestControl(controlMsg{kind: controlResume, partition: partition})
+	return was, nil
+}
+
+// haltCheckEvery is how often the owner of a halted partition reads its
+// claim row to see whether an operator resumed it.
+const haltCheckEvery = 2 * time.Second
+
+func (r *Runtime) setHealth(p int32, f func(*PartitionHealth)) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if r.health == nil {
+		r.health = map[int32]*PartitionHealth{}
+	}
+	ph := r.health[p]
+	if ph == nil {
+		ph = &PartitionHealth{Partition: p, HighWatermark: -1}
+		r.health[p] = ph
+	}
+	f(ph)
+	ph.Partition = p
+}
+
+func (r *Runtime) dropHealth(p int32) {
+	r.healthMu.Lock()
+	delete(r.health, p)
+	r.healthMu.Unlock()
+}
+
+// tickHealth refreshes positions and lag, and looks at the claim rows of
+// halted partitions (in the background: the poll loop never waits on
+// Postgres for it).
+func (r *Runtime) tickHealth(now time.Time) {
+	for p, h := range r.handles {
+		next := h.nextOffset.Load()
+		high := int64(-1)
+		if _, hi, err := r.consumer.GetWatermarkOffsets(r.cfg.topic, p); err == nil && hi >= 0 {
+			high = hi
+		}
+		r.setHealth(p, func(ph *PartitionHealth) {
+			ph.NextOffset, ph.HighWatermark = next, high
+			ph.Lag = 0
+			if high >= 0 && high > next {
+				ph.Lag = high - next
+			}
+		})
+		if h.halted != "" && now.After(h.checkAt) && h.checking.CompareAndSwap(false, true) {
+			h.checkAt = now.Add(haltCheckEvery)
+			go r.checkResumed(p, h)
+		}
+	}
+}
+
+func (r *Runtime) checkResumed(p int32, h *partitionHandle) {
+	defer h.checking.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), haltCheckEvery)
+	defer cancel()
+	c, err := r.store.ReadClaim(ctx, r.key(p))
+	if err != nil {
+		return
+	}
+	if c.Epoch == h.epoch && c.HaltedAt == nil {
+		r.requestControl(controlMsg{kind: controlResume, partition: p, epoch: h.epoch})
+	}
+}
+
+// recordHalt stores a halt on the claim row so operators see it and can
+// resume it from another process. Best effort, bounded.
+func (r *Runtime) recordHalt(key txn.PartitionKey, epoch int64, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.store.Halt(ctx, key, epoch, reason); err != nil {
+		r.cfg.log.Warn("could not record the halt on the claim row (Health still reports it)", "partition", key.Partition, "err", err)
+	}
+}
