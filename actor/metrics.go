@@ -45,7 +45,7 @@ type metrics struct {
 	accepted, rejected, deadLetters, duplicates   atomic.Int64
 	fenced, halted, assigned, revoked, lost       atomic.Int64
 	loads, passivations, replyErrors, commitNanos atomic.Int64
-	owned, haltedNow                              atomic.Int64
+	owned                                         atomic.Int64
 	misrouted, conflicts, snapshotErrors          atomic.Int64
 	rebalanceMaxNanos                             atomic.Int64
 }
@@ -87,7 +87,7 @@ func (m *metrics) snapshot() Stats {
 		Assigned: m.assigned.Load(), Revoked: m.revoked.Load(), Lost: m.lost.Load(),
 		Loads: m.loads.Load(), Passivations: m.passivations.Load(), ReplyErrors: m.replyErrors.Load(),
 		CommitTimeSum: time.Duration(m.commitNanos.Load()), OwnedPartitions: int(m.owned.Load()),
-		HaltedNow: int(m.haltedNow.Load()), Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
+		Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
 		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
 	}
 }

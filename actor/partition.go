@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -39,6 +40,8 @@ type item struct {
 	// mismatch: a duplicate whose payload differs from the command first
 	// stored under its id (the id was reused for another request).
 	mismatch bool
+	// misrouted: dead-lettered because its key maps to another partition.
+	misrouted bool
 
 	status       itemStatus
 	reason       string
@@ -300,12 +303,17 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			p.resetChildren(actx)
 			if conflicts >= maxConflictRetries {
 				var ferr error
+				var more map[string]bool
 				if perr := p.retry(actx, "find conflicting aggregates", func(ctx context.Context) error {
-					foreign, ferr = p.foreignWritten(ctx, items)
+					more, ferr = p.foreignWritten(ctx, items)
 					return ferr
 				}); perr != nil {
 					return
 				}
+				if foreign == nil {
+					foreign = map[string]bool{}
+				}
+				maps.Copy(foreign, more)
 			}
 		case p.ctx.Err() != nil:
 			p.shutdown(actx)
@@ -449,8 +457,7 @@ func (p *partitionActor) prepare(recs []*kafka.Message) []*item {
 			continue
 		}
 		if reason := p.misrouted(m.Key); reason != "" {
-			it.status, it.reason = statusDeadLetter, reason
-			p.rt.metrics.misrouted.Add(1)
+			it.status, it.reason, it.misrouted = statusDeadLetter, reason, true
 			continue
 		}
 		it.cmd, it.aggID = cmd, aggID
@@ -681,6 +688,9 @@ func (p *partitionActor) outcome(it *item) Outcome {
 func (p *partitionActor) reply(items []*item) {
 	for _, it := range items {
 		p.rt.metrics.countOutcome(it.status)
+		if it.misrouted {
+			p.rt.metrics.misrouted.Add(1)
+		}
 		if !it.hasID || it.env.replyTopic == "" {
 			continue
 		}
@@ -738,7 +748,6 @@ func (p *partitionActor) shutdown(actx pa.Context) {
 // tells the runtime, which reports it in Health and watches for a resume.
 func (p *partitionActor) halt(actx pa.Context, err error) {
 	p.rt.metrics.halted.Add(1)
-	p.rt.metrics.haltedNow.Add(1)
 	p.log.Error("partition halted: it consumes nothing until resumed (Runtime.ResumePartition, onceflow resume) or reassigned", "err", err)
 	p.shutdown(actx)
 	reason := err.Error()

@@ -148,7 +148,17 @@ func (r *Runtime) InstanceID() string { return r.cfg.instanceID }
 func (r *Runtime) Group() string { return r.cfg.group }
 
 // Stats returns the runtime's counters.
-func (r *Runtime) Stats() Stats { return r.metrics.snapshot() }
+func (r *Runtime) Stats() Stats {
+	s := r.metrics.snapshot()
+	r.healthMu.Lock()
+	for _, ph := range r.health {
+		if ph.State == PartitionHalted {
+			s.HaltedNow++
+		}
+	}
+	r.healthMu.Unlock()
+	return s
+}
 
 // Run migrates the schema, joins the consumer group and serves until ctx is
 // cancelled or a fatal error occurs. On return, the consumer has left the
@@ -473,9 +483,6 @@ func (r *Runtime) stopPartitions(ps []int32, timeout time.Duration) {
 		}
 		delete(r.handles, p)
 		r.metrics.owned.Add(-1)
-		if h.halted != "" {
-			r.metrics.haltedNow.Add(-1)
-		}
 		r.dropHealth(p)
 		done := make(chan struct{})
 		r.system.Root.Send(h.pid, &stopReq{done: done})
@@ -553,7 +560,9 @@ func (r *Runtime) refreshPartitionCount(parts []kafka.TopicPartition) {
 	}
 	r.lastMDCheck = time.Now()
 	topic := r.cfg.topic
-	md, err := r.consumer.GetMetadata(&topic, false, 5000)
+	// Bounded well inside the rebalance deadline (this runs in the
+	// callback on an assignment).
+	md, err := r.consumer.GetMetadata(&topic, false, int(min(2*time.Second, r.cfg.rebalanceTimeout/4).Milliseconds()))
 	if err != nil {
 		r.cfg.log.Warn("reading the command topic's partition count", "err", err)
 		return
