@@ -10,9 +10,10 @@ import (
 // a batch is in flight: if the batch does not commit, the parent stops every
 // child and reloads from Postgres, so a child never needs to roll back.
 type aggregateActor struct {
-	h       handler
-	state   any
-	version int64
+	h            handler
+	state        any
+	version      int64
+	publishState bool // encode the state for the state topic after a change
 }
 
 // decideReq asks a child to decide its commands of one batch, in order. The
@@ -28,6 +29,9 @@ type decideResp struct {
 	version  int64
 	snapshot []byte
 	snapErr  error
+	// state is the encoded state after the batch, for the state topic,
+	// when the batch changed it and state publishing is on.
+	state []byte
 }
 
 func (a *aggregateActor) Receive(ctx pa.Context) {
@@ -39,6 +43,11 @@ func (a *aggregateActor) Receive(ctx pa.Context) {
 		resp := &decideResp{version: a.version}
 		if every := a.h.snapshotEvery(); every > 0 && a.version/every != start/every {
 			resp.snapshot, resp.snapErr = a.h.encodeState(a.state)
+		}
+		if a.publishState && a.version != start {
+			// An encoding failure only costs the state record (logged by
+			// the publisher's catch-up path when it meets it there).
+			resp.state, _ = a.h.marshalState(a.state)
 		}
 		ctx.Respond(resp)
 	}

@@ -11,3 +11,10 @@ func StallPolls(r *Runtime) (release func()) {
 		close(ch)
 	}
 }
+
+// WithPublishBrokers points only the publishers at another bootstrap
+// address (a proxy the test can cut), so publishing can fail while commands
+// keep flowing.
+func WithPublishBrokers(addr string) Option {
+	return runtimeOption(func(c *config) { c.publishBrokers = addr })
+}

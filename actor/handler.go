@@ -20,6 +20,9 @@ type handler interface {
 	// state is returned unchanged.
 	decide(state any, cmd any) (newState any, events []encodedEvent, rejected, failed error)
 	encodeState(state any) ([]byte, error)
+	// marshalState encodes a state for the state topic (the codec alone:
+	// snapshots verify the round trip, the state topic does not need to).
+	marshalState(state any) ([]byte, error)
 }
 
 type encodedEvent struct {
@@ -53,6 +56,10 @@ func (h typedHandler[S, C, E]) rebuild(l eventsource.Loaded) (any, int64, error)
 
 func (h typedHandler[S, C, E]) encodeState(state any) ([]byte, error) {
 	return h.agg.EncodeState(state.(S))
+}
+
+func (h typedHandler[S, C, E]) marshalState(state any) ([]byte, error) {
+	return h.agg.Registry.Codec().Marshal(state.(S))
 }
 
 func (h typedHandler[S, C, E]) decide(state any, cmd any) (newState any, out []encodedEvent, rejected, failed error) {

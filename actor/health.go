@@ -6,6 +6,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
 	"github.com/onceflow/onceflow/txn"
 )
 
@@ -38,6 +40,12 @@ type PartitionHealth struct {
 	// consumer (-1 when not known yet); Lag = HighWatermark - NextOffset.
 	HighWatermark int64 `json:"high_watermark"`
 	Lag           int64 `json:"lag"`
+	// PublishedSeq is the last event seq published to the history and
+	// state topics; PublishLag the events stored but not yet published;
+	// PublishError the last publish failure while it lags.
+	PublishedSeq int64  `json:"published_seq"`
+	PublishLag   int64  `json:"publish_lag"`
+	PublishError string `json:"publish_error,omitempty"`
 }
 
 // Health is a Runtime's state for a health endpoint.
@@ -71,7 +79,11 @@ func (r *Runtime) Health() Health {
 	h := Health{Running: r.running.Load() && !r.stopped.Load(), Group: r.cfg.group, Topic: r.cfg.topic, Instance: r.cfg.instanceID}
 	r.healthMu.Lock()
 	for _, ph := range r.health {
-		h.Partitions = append(h.Partitions, *ph)
+		c := *ph
+		if pub := r.pubs[c.Partition]; pub != nil && c.State != PartitionClaiming {
+			c.PublishedSeq, c.PublishLag, c.PublishError = pub.published.Load(), pub.lag(), pub.err()
+		}
+		h.Partitions = append(h.Partitions, c)
 	}
 	r.healthMu.Unlock()
 	slices.SortFunc(h.Partitions, func(a, b PartitionHealth) int { return int(a.Partition - b.Partition) })
@@ -115,6 +127,7 @@ func (r *Runtime) setHealth(p int32, f func(*PartitionHealth)) {
 func (r *Runtime) dropHealth(p int32) {
 	r.healthMu.Lock()
 	delete(r.health, p)
+	delete(r.pubs, p)
 	r.healthMu.Unlock()
 }
 
@@ -162,5 +175,41 @@ func (r *Runtime) recordHalt(key txn.PartitionKey, epoch int64, reason string) {
 	defer cancel()
 	if err := r.store.Halt(ctx, key, epoch, reason); err != nil {
 		r.cfg.log.Warn("could not record the halt on the claim row (Health still reports it)", "partition", key.Partition, "err", err)
+	}
+}
+
+// waitPublishers waits (at most timeout) for stopped partitions' publishers
+// to abort their open transaction and close their producers.
+func (r *Runtime) waitPublishers(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { r.pubWG.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		r.cfg.log.Warn("publishers did not stop in time", "timeout", timeout)
+	}
+}
+
+// ensureEventTopics creates the history and state topics when missing, with
+// the command topic's partition count: the history topic with unlimited
+// retention, the state topic compacted. A failure is logged: publishing
+// then lags (Health, metrics) until the topics exist.
+func (r *Runtime) ensureEventTopics(ctx context.Context) {
+	n := int(r.partitions.Load())
+	if r.cfg.createTopic > 0 {
+		n = r.cfg.createTopic
+	}
+	if n <= 0 {
+		r.cfg.log.Warn("event topics not checked: the command topic's partition count is unknown")
+		return
+	}
+	specs := []kafka.TopicSpecification{{Topic: r.cfg.historyTopic, NumPartitions: n, ReplicationFactor: -1,
+		Config: map[string]string{"retention.ms": "-1", "retention.bytes": "-1"}}}
+	if r.cfg.publishState {
+		specs = append(specs, kafka.TopicSpecification{Topic: r.cfg.stateTopic, NumPartitions: n, ReplicationFactor: -1,
+			Config: map[string]string{"cleanup.policy": "compact"}})
+	}
+	if err := createTopics(ctx, &r.cfg, specs); err != nil {
+		r.cfg.log.Warn("creating the event topics failed: publishing lags until they exist", "err", err)
 	}
 }

@@ -77,16 +77,25 @@ func producerConfig(c *config) *kafka.ConfigMap {
 
 // ensureTopics creates the topics that do not exist yet.
 func ensureTopics(ctx context.Context, c *config, topics ...string) error {
+	specs := make([]kafka.TopicSpecification, 0, len(topics))
+	for _, t := range topics {
+		specs = append(specs, kafka.TopicSpecification{Topic: t, NumPartitions: c.createTopic, ReplicationFactor: -1})
+	}
+	return createTopics(ctx, c, specs)
+}
+
+// createTopics creates the topics of specs that do not exist yet.
+func createTopics(ctx context.Context, c *config, specs []kafka.TopicSpecification) error {
+	topics := make([]string, len(specs))
+	for i, s := range specs {
+		topics[i] = s.Topic
+	}
 	m := baseConfig(c)
 	admin, err := kafka.NewAdminClient(&m)
 	if err != nil {
 		return fmt.Errorf("onceflow: kafka admin client: %w", err)
 	}
 	defer admin.Close()
-	specs := make([]kafka.TopicSpecification, 0, len(topics))
-	for _, t := range topics {
-		specs = append(specs, kafka.TopicSpecification{Topic: t, NumPartitions: c.createTopic, ReplicationFactor: -1})
-	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	res, err := admin.CreateTopics(cctx, specs)

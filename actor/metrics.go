@@ -38,6 +38,11 @@ type Stats struct {
 	SnapshotErrors int64
 	// RebalanceMax is the longest time spent in one rebalance callback.
 	RebalanceMax time.Duration
+	// Published counts events published to the history topic (repeats
+	// after a crash included); PublishErrors failed publish attempts;
+	// PublishLag the events stored but not yet published, over the owned
+	// partitions.
+	Published, PublishErrors, PublishLag int64
 }
 
 type metrics struct {
@@ -48,6 +53,7 @@ type metrics struct {
 	owned                                         atomic.Int64
 	misrouted, conflicts, snapshotErrors          atomic.Int64
 	rebalanceMaxNanos                             atomic.Int64
+	published, publishErrors                      atomic.Int64
 }
 
 func (m *metrics) observeRebalance(d time.Duration) {
@@ -89,5 +95,6 @@ func (m *metrics) snapshot() Stats {
 		CommitTimeSum: time.Duration(m.commitNanos.Load()), OwnedPartitions: int(m.owned.Load()),
 		Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
 		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
+		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(),
 	}
 }

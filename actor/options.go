@@ -97,6 +97,11 @@ type config struct {
 	lockTimeout      time.Duration
 	partitioner      Partitioner
 	noMigrate        bool
+	publish          bool
+	publishState     bool
+	historyTopic     string
+	stateTopic       string
+	publishBrokers   string // tests only (export_test.go): the publishers' bootstrap servers
 	rebalanceTimeout time.Duration
 }
 
@@ -113,6 +118,8 @@ func defaultConfig() config {
 		resultPoll:       time.Second,
 		lockTimeout:      5 * time.Second,
 		partitioner:      Murmur2,
+		publish:          true,
+		publishState:     true,
 		rebalanceTimeout: 15 * time.Second,
 	}
 }
@@ -244,6 +251,27 @@ func WithAutoMigrate(on bool) Option {
 	return runtimeOption(func(c *config) { c.noMigrate = !on })
 }
 
+// WithPublishing turns publishing of stored events to Kafka on or off
+// (default on): every event to the history topic and every aggregate's
+// latest state to the compacted state topic (see WithEventTopics), after
+// commit, by the partition's owner.
+func WithPublishing(on bool) Option {
+	return runtimeOption(func(c *config) { c.publish = on })
+}
+
+// WithEventTopics names the history topic (every stored event, in seq order
+// per partition; default <command topic>.events) and the compacted state
+// topic (latest state per aggregate; default <command topic>.state). An
+// empty state name turns state publishing off. The runtime creates missing
+// ones with the command topic's partition count: the history topic with
+// unlimited retention, the state topic compacted.
+func WithEventTopics(history, state string) Option {
+	return runtimeOption(func(c *config) {
+		c.historyTopic, c.stateTopic = history, state
+		c.publishState = state != ""
+	})
+}
+
 // WithHooks installs batch hooks (tests, instrumentation).
 func WithHooks(h Hooks) Option { return runtimeOption(func(c *config) { c.hooks = h }) }
 
@@ -298,6 +326,12 @@ func (c *config) validateCommon() error {
 	}
 	if c.replyTopic == "" {
 		c.replyTopic = c.topic + ".replies"
+	}
+	if c.historyTopic == "" {
+		c.historyTopic = c.topic + ".events"
+	}
+	if c.stateTopic == "" && c.publishState {
+		c.stateTopic = c.topic + ".state"
 	}
 	if err := c.partitioner.validate(); err != nil {
 		errs = append(errs, err)

@@ -86,6 +86,7 @@ type partitionActor struct {
 	queued    *atomic.Int64 // records sent by the poll loop, not yet received here
 	inflight  *atomic.Int64 // records received by the poll loop, not yet committed or dropped
 	committed *atomic.Int64 // the claim's next offset, for Health
+	pub       *publisher    // nil when publishing is off
 
 	pending  []*kafka.Message
 	received int64 // next offset expected from Kafka
@@ -219,7 +220,7 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 		if err := p.retry(actx, "load aggregates", func(ctx context.Context) error { return p.ensureLoaded(ctx, actx, items) }); err != nil {
 			return
 		}
-		snaps, err := p.decideAll(actx, items)
+		snaps, states, err := p.decideAll(actx, items)
 		if err != nil {
 			p.halt(actx, err)
 			return
@@ -254,11 +255,16 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			p.committed.Store(committed.NextOffset)
 			if h := p.rt.cfg.hooks.AfterCommit; h != nil {
 				if herr := h(p.ctx, info); herr != nil {
+					// As a crash right after the commit: no publish hand-off,
+					// no replies (the next publisher reads Postgres).
 					p.log.Warn("after-commit hook failed: restarting the partition without replies", "err", herr)
 					p.shutdown(actx)
 					p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
 					return
 				}
+			}
+			if p.pub != nil {
+				p.pub.offer(b.Events, states, committed.NextSeq-1)
 			}
 			p.reply(items)
 			p.rt.mirrorOffset(p.claim.PartitionKey, committed.NextOffset)
@@ -270,6 +276,9 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			p.resetChildren(actx)
 			p.claim.NextOffset, p.claim.NextSeq = fe.Current.NextOffset, fe.Current.NextSeq
 			p.committed.Store(fe.Current.NextOffset)
+			if p.pub != nil {
+				p.pub.offer(nil, nil, fe.Current.NextSeq-1) // it reads them from Postgres
+			}
 			p.replyStored(items, fe.Current.NextOffset)
 			recs = dropBelow(recs, fe.Current.NextOffset)
 			if len(recs) == 0 {
@@ -558,7 +567,7 @@ func (p *partitionActor) ensureLoaded(ctx context.Context, actx pa.Context, item
 func (p *partitionActor) spawnChild(actx pa.Context, id string, state any, version int64) {
 	h := p.rt.h
 	props := pa.PropsFromProducer(func() pa.Actor {
-		return &aggregateActor{h: h, state: state, version: version}
+		return &aggregateActor{h: h, state: state, version: version, publishState: p.pub != nil && p.rt.cfg.publishState}
 	}, pa.WithSupervisor(stopOnPanic))
 	pid := actx.Spawn(props)
 	p.children[id] = &childEntry{pid: pid, lastUsed: time.Now()}
@@ -569,8 +578,9 @@ func (p *partitionActor) spawnChild(actx pa.Context, id string, state any, versi
 var stopOnPanic = pa.NewOneForOneStrategy(0, 0, func(reason any) pa.Directive { return pa.StopDirective })
 
 // decideAll sends each aggregate its commands of the batch, in order, and
-// waits for all of them. It returns the snapshots to write.
-func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsource.Snapshot, error) {
+// waits for all of them. It returns the snapshots to write and, when state
+// publishing is on, the encoded states of the aggregates that changed.
+func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsource.Snapshot, map[string]stateRec, error) {
 	byAgg := map[string][]*item{}
 	var order []string
 	for _, it := range items {
@@ -590,12 +600,19 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 		futures[i] = actx.RequestFuture(c.pid, &decideReq{items: byAgg[id]}, decideTimeout)
 	}
 	var snaps []eventsource.Snapshot
+	var states map[string]stateRec
 	for i, f := range futures {
 		res, err := f.Result()
 		if err != nil {
-			return nil, fmt.Errorf("aggregate %q did not answer within %v: %w", order[i], decideTimeout, err)
+			return nil, nil, fmt.Errorf("aggregate %q did not answer within %v: %w", order[i], decideTimeout, err)
 		}
 		r := res.(*decideResp)
+		if r.state != nil {
+			if states == nil {
+				states = make(map[string]stateRec, len(order))
+			}
+			states[order[i]] = stateRec{version: r.version, data: r.state}
+		}
 		switch {
 		case r.snapErr != nil:
 			// The events are the truth and commit as usual; only the
@@ -606,7 +623,7 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 			snaps = append(snaps, eventsource.Snapshot{AggregateType: p.rt.h.aggregateType(), AggregateID: order[i], Version: r.version, State: r.snapshot})
 		}
 	}
-	return snaps, nil
+	return snaps, states, nil
 }
 
 // assemble builds the batch transaction's contents in record order and

@@ -57,6 +57,9 @@ type Runtime struct {
 	// Run goroutine writes it; any goroutine reads it.
 	healthMu sync.Mutex
 	health   map[int32]*PartitionHealth
+	pubs     map[int32]*publisher // the current publisher of each owned partition
+
+	pubWG sync.WaitGroup // running publishers
 
 	// pollStall, when set, blocks the poll loop until the channel is
 	// closed. Only tests set it (export_test.go), to freeze an instance
@@ -151,6 +154,9 @@ func (r *Runtime) Group() string { return r.cfg.group }
 func (r *Runtime) Stats() Stats {
 	s := r.metrics.snapshot()
 	r.healthMu.Lock()
+	for _, p := range r.pubs {
+		s.PublishLag += p.lag()
+	}
 	for _, ph := range r.health {
 		if ph.State == PartitionHalted {
 			s.HaltedNow++
@@ -204,6 +210,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.handles, r.unclaimed, r.kassigned = map[int32]*partitionHandle{}, map[int32]*unclaimed{}, map[int32]bool{}
 	r.refreshPartitionCount(nil)
+	if r.cfg.publish {
+		r.ensureEventTopics(ctx)
+	}
 	cb := func(c *kafka.Consumer, ev kafka.Event) error { return r.rebalance(ctx, c, ev) }
 	if err := r.consumer.SubscribeTopics([]string{r.cfg.topic}, cb); err != nil {
 		r.consumer.Close()
@@ -218,6 +227,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		all = append(all, p)
 	}
 	r.stopPartitions(all, r.cfg.revokeTimeout)
+	r.waitPublishers(10 * time.Second)
 	if err := r.consumer.Close(); err != nil {
 		log.Warn("closing consumer", "err", err)
 	}
@@ -449,9 +459,15 @@ func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	h := &partitionHandle{epoch: claim.Epoch, cancel: cancel, queued: new(atomic.Int64), inflight: new(atomic.Int64), nextOffset: new(atomic.Int64)}
 	h.nextOffset.Store(claim.NextOffset)
 	log := r.cfg.log.With("partition", claim.Partition, "epoch", claim.Epoch)
+	var pub *publisher
+	if r.cfg.publish {
+		pub = newPublisher(r, claim, log)
+		r.pubWG.Add(1)
+		go func() { defer r.pubWG.Done(); pub.run(pctx) }()
+	}
 	props := pa.PropsFromProducer(func() pa.Actor {
 		return &partitionActor{
-			rt: r, claim: claim, ctx: pctx, log: log, queued: h.queued, inflight: h.inflight, committed: h.nextOffset,
+			rt: r, claim: claim, ctx: pctx, log: log, queued: h.queued, inflight: h.inflight, committed: h.nextOffset, pub: pub,
 			received: claim.NextOffset, children: map[string]*childEntry{},
 		}
 	})
@@ -462,6 +478,16 @@ func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	r.setHealth(claim.Partition, func(ph *PartitionHealth) {
 		*ph = PartitionHealth{Partition: claim.Partition, State: PartitionRunning, Epoch: claim.Epoch, NextOffset: claim.NextOffset}
 	})
+	r.healthMu.Lock()
+	if r.pubs == nil {
+		r.pubs = map[int32]*publisher{}
+	}
+	if pub != nil {
+		r.pubs[claim.Partition] = pub
+	} else {
+		delete(r.pubs, claim.Partition)
+	}
+	r.healthMu.Unlock()
 	log.Info("partition claimed", "next_offset", claim.NextOffset, "next_seq", claim.NextSeq)
 }
 

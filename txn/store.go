@@ -56,10 +56,10 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at, halted_at, halt_reason`
+const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at, halted_at, halt_reason, published_seq`
 
 func scanClaim(row pgx.Row, c *Claim) error {
-	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt, &c.HaltedAt, &c.HaltReason)
+	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt, &c.HaltedAt, &c.HaltReason, &c.PublishedSeq)
 }
 
 // Claim takes ownership of a partition for owner: it inserts the claim row if
@@ -441,4 +441,21 @@ func (s *Store) Resume(ctx context.Context, key PartitionKey) (wasHalted bool, e
 		return false, fmt.Errorf("txn: resume %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
 	}
 	return halted, nil
+}
+
+// MarkPublished records that every event of the partition up to seq has been
+// published to Kafka, as long as epoch still owns the partition (otherwise
+// ErrFenced: the new owner publishes from its own position). The position
+// never moves back.
+func (s *Store) MarkPublished(ctx context.Context, key PartitionKey, epoch, seq int64) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE onceflow.partition_claims SET published_seq = greatest(published_seq, $1)
+		WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`,
+		seq, key.Group, key.Topic, key.Partition, epoch)
+	if err != nil {
+		return fmt.Errorf("txn: mark %s[%d] published to seq %d: %w", key.Topic, key.Partition, seq, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: mark %s[%d] group %q published: epoch %d no longer owns it", ErrFenced, key.Topic, key.Partition, key.Group, epoch)
+	}
+	return nil
 }

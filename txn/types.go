@@ -29,6 +29,9 @@ type Claim struct {
 	// HaltReason says why. A new claim and Store.Resume clear both.
 	HaltedAt   *time.Time
 	HaltReason string
+	// PublishedSeq is the last event seq of the partition published to
+	// Kafka (history and state topics); 0 when none.
+	PublishedSeq int64
 }
 
 // Outcome is how a command ended.

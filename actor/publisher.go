@@ -1,0 +1,429 @@
+package actor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/txn"
+)
+
+// Events out. Every event a partition stores is published to Kafka after
+// commit, twice:
+//
+//   - the history topic (default <command topic>.events): one record per
+//     event, on the same partition number as its source partition, in seq
+//     order, key = aggregate id, value = the stored event data, headers
+//     HeaderSourceTopic, HeaderSourcePartition, HeaderSeq, HeaderAggregateType,
+//     HeaderVersion, HeaderEventType, HeaderCommandID;
+//   - the state topic (default <command topic>.state, compacted): key =
+//     aggregate id, value = the aggregate's state encoded by the registry's
+//     codec, headers HeaderAggregateType and HeaderVersion.
+//
+// The publisher of a partition is its current owner, for one epoch. It runs
+// beside the partition actor and never blocks it: after each commit the
+// actor hands it the batch's events and states (low latency); on claim, and
+// whenever a hand-off is missing, it reads the events from Postgres from
+// the partition's published_seq. Each publish step is ONE Kafka transaction
+// (transactional.id per source topic and partition, so a new owner's
+// InitTransactions fences a zombie publisher in Kafka too); published_seq
+// moves in Postgres only after that transaction committed. Hence a consumer
+// of the history topic (read_committed, the librdkafka default) sees every
+// seq of a partition, in order, without gap; a seq can repeat (a crash
+// between the Kafka commit and the Postgres update, an ambiguous commit),
+// but only after it was first seen: dedupe by HeaderSeq. A publish failure
+// (broker down, topic missing) never blocks commands: the publisher retries
+// with backoff, the lag shows in Health and the metrics, and it catches up.
+
+// Headers of history and state records.
+const (
+	HeaderSourceTopic     = "onceflow-source-topic"
+	HeaderSourcePartition = "onceflow-source-partition"
+	HeaderSeq             = "onceflow-seq"
+	HeaderAggregateType   = "onceflow-aggregate-type"
+	HeaderVersion         = "onceflow-version"
+	HeaderEventType       = "onceflow-event-type"
+)
+
+// publishBatch bounds the events of one Kafka transaction read from
+// Postgres during catch-up.
+const publishBatch = 2000
+
+// stateRec is an aggregate's encoded state after a batch.
+type stateRec struct {
+	version int64
+	data    []byte
+}
+
+// handoff is what a committed batch gives its publisher.
+type handoff struct {
+	events []eventsource.StoredEvent // seq order, contiguous
+	states map[string]stateRec
+}
+
+type publisher struct {
+	rt    *Runtime
+	key   txn.PartitionKey
+	epoch int64
+	log   *slog.Logger
+	in    chan *handoff
+
+	committed atomic.Int64 // last committed seq of the partition
+	published atomic.Int64 // last seq published (Kafka transaction committed)
+	lastErr   atomic.Pointer[string]
+	done      chan struct{}
+}
+
+func newPublisher(r *Runtime, claim txn.Claim, log *slog.Logger) *publisher {
+	p := &publisher{rt: r, key: claim.PartitionKey, epoch: claim.Epoch, log: log.With("component", "publisher"),
+		in: make(chan *handoff, 256), done: make(chan struct{})}
+	p.committed.Store(claim.NextSeq - 1)
+	start := claim.PublishedSeq
+	if unsafeSkipPublish && start > 0 && start < claim.NextSeq-1 {
+		// Only in builds with the onceflow_unsafe_skip_publish tag, which
+		// break the promise on purpose so the chaos checker can show it
+		// catches a gap (see publisher_unsafe_on.go).
+		start++
+	}
+	p.published.Store(start)
+	return p
+}
+
+// offer hands a committed batch to the publisher. It never blocks: when the
+// queue is full the hand-off is dropped and the publisher reads those events
+// from Postgres instead.
+func (p *publisher) offer(events []eventsource.StoredEvent, states map[string]stateRec, committedSeq int64) {
+	p.committed.Store(committedSeq)
+	if len(events) == 0 {
+		return
+	}
+	select {
+	case p.in <- &handoff{events: events, states: states}:
+	default:
+	}
+}
+
+func (p *publisher) lag() int64 { return max(p.committed.Load()-p.published.Load(), 0) }
+
+func (p *publisher) err() string {
+	if e := p.lastErr.Load(); e != nil {
+		return *e
+	}
+	return ""
+}
+
+func (p *publisher) setErr(err error) {
+	if err == nil {
+		p.lastErr.Store(nil)
+		return
+	}
+	s := err.Error()
+	p.lastErr.Store(&s)
+}
+
+// run publishes until ctx ends or the partition has a newer owner.
+func (p *publisher) run(ctx context.Context) {
+	defer close(p.done)
+	var (
+		prod    *txnProducer
+		pending []*handoff
+		dirty   bool // published moved but Postgres not told yet
+		backoff = 100 * time.Millisecond
+	)
+	defer func() {
+		if prod != nil {
+			prod.close()
+		}
+	}()
+	fail := func(what string, err error) bool {
+		p.rt.metrics.publishErrors.Add(1)
+		p.setErr(fmt.Errorf("%s: %w", what, err))
+		p.log.Warn("publishing events failed; commands go on, publishing lags and retries", "step", what, "err", err, "backoff", backoff, "lag", p.lag())
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return false
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		return true
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+	drain:
+		for {
+			select {
+			case h := <-p.in:
+				pending = append(pending, h)
+			default:
+				break drain
+			}
+		}
+		pos := p.published.Load()
+		if pos < p.committed.Load() {
+			if prod == nil {
+				var err error
+				if prod, err = p.newProducer(ctx); err != nil {
+					if errors.Is(err, txn.ErrFenced) {
+						return
+					}
+					prod = nil
+					if !fail("start transactional producer", err) {
+						return
+					}
+					continue
+				}
+			}
+			events, states, rest, err := p.next(ctx, pos, pending)
+			pending = rest
+			if err == nil && len(events) > 0 {
+				err = prod.publish(ctx, p, events, states)
+			}
+			if err != nil {
+				prod.close()
+				prod = nil
+				if !fail("publish", err) {
+					return
+				}
+				continue
+			}
+			if len(events) > 0 {
+				last := events[len(events)-1].Seq
+				p.published.Store(last)
+				p.rt.metrics.published.Add(int64(len(events)))
+				dirty = true
+			}
+			backoff = 100 * time.Millisecond
+			p.setErr(nil)
+		}
+		if dirty {
+			mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err := p.rt.store.MarkPublished(mctx, p.key, p.epoch, p.published.Load())
+			cancel()
+			switch {
+			case err == nil:
+				dirty = false
+			case errors.Is(err, txn.ErrFenced):
+				p.log.Info("publisher stops: the partition has a newer owner", "err", err)
+				return
+			default:
+				p.log.Warn("recording the published position failed; will retry (a new owner may publish those events again)", "err", err)
+			}
+		}
+		if p.published.Load() < p.committed.Load() {
+			continue
+		}
+		select {
+		case h := <-p.in:
+			pending = append(pending, h)
+		case <-tick.C:
+		case <-ctx.Done():
+		}
+	}
+}
+
+// next returns the events to publish after pos, with the states to publish
+// for them, from the hand-offs when they continue pos, from Postgres
+// otherwise; and the hand-offs still pending.
+func (p *publisher) next(ctx context.Context, pos int64, pending []*handoff) ([]eventsource.StoredEvent, map[string]stateRec, []*handoff, error) {
+	for len(pending) > 0 {
+		h := pending[0]
+		first, last := h.events[0].Seq, h.events[len(h.events)-1].Seq
+		switch {
+		case last <= pos: // already published (by the catch-up)
+			pending = pending[1:]
+			continue
+		case first <= pos+1:
+			return h.events[pos+1-first:], h.states, pending[1:], nil
+		}
+		break
+	}
+	// Catch up from Postgres, up to the first hand-off.
+	limit := publishBatch
+	if len(pending) > 0 {
+		limit = int(min(int64(limit), pending[0].events[0].Seq-1-pos))
+	}
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	events, err := p.rt.es.ReadPartition(rctx, p.key.Topic, p.key.Partition, pos+1, limit)
+	if err != nil {
+		return nil, nil, pending, err
+	}
+	if len(events) == 0 {
+		return nil, nil, pending, nil
+	}
+	if events[0].Seq != pos+1 {
+		return nil, nil, pending, fmt.Errorf("event store of %s[%d] has seq %d after %d: a gap (the store is corrupt or was edited)", p.key.Topic, p.key.Partition, events[0].Seq, pos)
+	}
+	states, err := p.loadStates(rctx, events)
+	return events, states, pending, err
+}
+
+// loadStates reads the current state of the aggregates of events (at least
+// as new as the events: the latest record per key on the compacted topic is
+// what counts).
+func (p *publisher) loadStates(ctx context.Context, events []eventsource.StoredEvent) (map[string]stateRec, error) {
+	if !p.rt.cfg.publishState {
+		return nil, nil
+	}
+	aggType := p.rt.h.aggregateType()
+	var ids []string
+	seen := map[string]bool{}
+	for _, e := range events {
+		if e.AggregateType == aggType && !seen[e.AggregateID] {
+			seen[e.AggregateID] = true
+			ids = append(ids, e.AggregateID)
+		}
+	}
+	loaded, err := p.rt.es.Load(ctx, aggType, ids)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]stateRec, len(ids))
+	for _, id := range ids {
+		state, version, err := p.rt.h.rebuild(loaded[id])
+		if err != nil {
+			p.log.Warn("state of an aggregate not published: it cannot be loaded", "aggregate", id, "err", err)
+			continue
+		}
+		data, err := p.rt.h.marshalState(state)
+		if err != nil {
+			p.log.Warn("state of an aggregate not published: it cannot be encoded", "aggregate", id, "err", err)
+			continue
+		}
+		out[id] = stateRec{version: version, data: data}
+	}
+	return out, nil
+}
+
+// newProducer starts a transactional producer for this partition, after
+// checking in Postgres that this epoch still owns it (so a zombie does not
+// fence the live owner's producer in Kafka).
+func (p *publisher) newProducer(ctx context.Context) (*txnProducer, error) {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := p.rt.store.ReadClaim(cctx, p.key)
+	if err != nil {
+		return nil, err
+	}
+	if c.Epoch != p.epoch {
+		return nil, fmt.Errorf("%w: epoch %d, claim has %d", txn.ErrFenced, p.epoch, c.Epoch)
+	}
+	m := baseConfig(&p.rt.cfg)
+	for _, k := range consumerOnly {
+		delete(m, k)
+	}
+	if b := p.rt.cfg.publishBrokers; b != "" {
+		m["bootstrap.servers"] = b
+	}
+	m["transactional.id"] = fmt.Sprintf("onceflow.publish.%s.%d", p.key.Topic, p.key.Partition)
+	m["go.delivery.reports"] = false
+	m["client.id"] = p.rt.cfg.instanceID + "-publish-" + strconv.Itoa(int(p.key.Partition))
+	if _, ok := m["linger.ms"]; !ok {
+		m["linger.ms"] = 1
+	}
+	prod, err := kafka.NewProducer(&m)
+	if err != nil {
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	tp := &txnProducer{p: prod, drained: make(chan struct{})}
+	go func() {
+		defer close(tp.drained)
+		for range prod.Events() {
+		}
+	}()
+	if err := prod.InitTransactions(cctx); err != nil {
+		tp.close()
+		return nil, fmt.Errorf("init transactions: %w", err)
+	}
+	return tp, nil
+}
+
+// txnProducer is one transactional producer and its event drain.
+type txnProducer struct {
+	p       *kafka.Producer
+	drained chan struct{}
+	open    bool // a transaction is open
+}
+
+func (t *txnProducer) close() {
+	if t.open {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = t.p.AbortTransaction(ctx)
+		cancel()
+	}
+	t.p.Close()
+	<-t.drained
+}
+
+// publish writes events and states in one Kafka transaction.
+func (t *txnProducer) publish(ctx context.Context, p *publisher, events []eventsource.StoredEvent, states map[string]stateRec) error {
+	if err := t.p.BeginTransaction(); err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	t.open = true
+	cfg := &p.rt.cfg
+	part := p.key.Partition
+	srcPart := []byte(strconv.Itoa(int(part)))
+	produce := func(m *kafka.Message) error {
+		for {
+			err := t.p.Produce(m, nil)
+			var ke kafka.Error
+			if err == nil || !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
+				return err
+			}
+			select {
+			case <-time.After(5 * time.Millisecond):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	for i := range events {
+		e := &events[i]
+		if err := produce(&kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &cfg.historyTopic, Partition: part},
+			Key:            []byte(e.AggregateID),
+			Value:          e.Data,
+			Headers: []kafka.Header{
+				{Key: HeaderSourceTopic, Value: []byte(e.Topic)},
+				{Key: HeaderSourcePartition, Value: srcPart},
+				{Key: HeaderSeq, Value: strconv.AppendInt(nil, e.Seq, 10)},
+				{Key: HeaderAggregateType, Value: []byte(e.AggregateType)},
+				{Key: HeaderVersion, Value: strconv.AppendInt(nil, e.Version, 10)},
+				{Key: HeaderEventType, Value: []byte(e.Type)},
+				{Key: HeaderCommandID, Value: []byte(e.CommandID)},
+			},
+		}); err != nil {
+			return fmt.Errorf("produce to %q: %w", cfg.historyTopic, err)
+		}
+	}
+	aggType := []byte(p.rt.h.aggregateType())
+	for id, s := range states {
+		if err := produce(&kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &cfg.stateTopic, Partition: part},
+			Key:            []byte(id),
+			Value:          s.data,
+			Headers: []kafka.Header{
+				{Key: HeaderAggregateType, Value: aggType},
+				{Key: HeaderVersion, Value: strconv.AppendInt(nil, s.version, 10)},
+			},
+		}); err != nil {
+			return fmt.Errorf("produce to %q: %w", cfg.stateTopic, err)
+		}
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := t.p.CommitTransaction(cctx); err != nil {
+		return fmt.Errorf("commit transaction: %w", err)
+	}
+	t.open = false
+	return nil
+}
