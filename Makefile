@@ -40,8 +40,8 @@ chaos: ## fault harness: 3-5 service processes, broker, Postgres, seeded faults,
 	$(GO) build -o $(CHAOS_BIN) ./cmd/onceflow-chaos
 	$(CHAOS_BIN) -duration $(DURATION) -seed $(SEED)
 
-chaos-bite: ## the checker's self-test: the harness against a protocol-breaking build must report violations
-	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 15m -run TestUnsafeBuildIsCaught -v ./internal/chaos
+chaos-bite: ## the checker's self-test: the harness against protocol-breaking builds (offset before state; a skipped publish) must report violations
+	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 20m -run 'TestUnsafeBuildIsCaught|TestSkippedPublishIsCaught' -v ./internal/chaos
 
 fuzz: ## short fuzz runs of command decoding and the HTTP API (FUZZTIME=20s each)
 	$(GO) test -run '^$$' -fuzz FuzzCommandRecord -fuzztime $(FUZZTIME) ./actor

@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 )
 
 // startLocal starts the in-process broker and, unless a server URL was

@@ -1,9 +1,11 @@
 // Command onceflow-bench pushes commands through one runtime instance end to
 // end (client produce, consume, decide, fenced batch commit, reply to the
 // client) and reports commands per second for batch size 1 and for the
-// default batch. Its last line is machine-readable:
+// default batch, the batched run with publishing to the history and state
+// topics on (the default) and off, and how fast the published events
+// follow. Its last line is machine-readable:
 //
-//	BENCH batched_cmds_per_s=<n> batch1_cmds_per_s=<n>
+//	BENCH batched_cmds_per_s=<n> batched_nopublish_cmds_per_s=<n> batch1_cmds_per_s=<n> publish_events_per_s=<n> publish_catchup_ms=<n>
 //
 // By default it starts an embedded Kafka-protocol broker and a private
 // Postgres cluster (fsync on) in a temporary directory; KAFKA_BROKERS and
@@ -27,7 +29,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/onceflow/onceflow/actor"
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/internal/pgcluster"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 )
@@ -88,47 +90,59 @@ func run(ctx context.Context, p params) error {
 	fmt.Printf("onceflow-bench: %d cores, GOMAXPROCS %d, brokers %s, %d partitions, %d aggregates, %d in flight\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), brokers, p.partitions, p.aggregates, p.inflight)
 
-	b1, err := runOnce(ctx, p, "batch1", brokers, adminDSN, p.n1, 1, 0, logger)
+	b1, err := runOnce(ctx, p, "batch1", brokers, adminDSN, p.n1, 1, 0, true, logger)
 	if err != nil {
 		return fmt.Errorf("batch-size-1 run: %w", err)
 	}
-	bn, err := runOnce(ctx, p, "batched", brokers, adminDSN, p.n, p.batch, p.wait, logger)
+	off, err := runOnce(ctx, p, "nopub", brokers, adminDSN, p.n, p.batch, p.wait, false, logger)
+	if err != nil {
+		return fmt.Errorf("batched run without publishing: %w", err)
+	}
+	bn, err := runOnce(ctx, p, "batched", brokers, adminDSN, p.n, p.batch, p.wait, true, logger)
 	if err != nil {
 		return fmt.Errorf("batched run: %w", err)
 	}
-	fmt.Printf("speed-up batched/batch1: %.1fx\n", bn/b1)
-	fmt.Printf("BENCH batched_cmds_per_s=%.0f batch1_cmds_per_s=%.0f\n", bn, b1)
+	fmt.Printf("speed-up batched/batch1: %.1fx; publishing on/off: %.2f\n", bn.cmdsPerS/b1.cmdsPerS, bn.cmdsPerS/off.cmdsPerS)
+	fmt.Printf("BENCH batched_cmds_per_s=%.0f batched_nopublish_cmds_per_s=%.0f batch1_cmds_per_s=%.0f publish_events_per_s=%.0f publish_catchup_ms=%d\n",
+		bn.cmdsPerS, off.cmdsPerS, b1.cmdsPerS, bn.publishPerS, bn.catchup.Milliseconds())
 	return nil
 }
 
-func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, batch int, wait time.Duration, logger *slog.Logger) (float64, error) {
+// result is one run's figures.
+type result struct {
+	cmdsPerS    float64
+	publishPerS float64       // events published per second, from the first send to publish lag 0
+	catchup     time.Duration // from the last outcome to publish lag 0
+}
+
+func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, batch int, wait time.Duration, publish bool, logger *slog.Logger) (result, error) {
 	db := fmt.Sprintf("onceflow_bench_%s_%d", name, time.Now().UnixNano())
 	if err := pgcluster.CreateDatabase(ctx, adminDSN, db); err != nil {
-		return 0, err
+		return result{}, err
 	}
 	defer pgcluster.DropDatabase(context.Background(), adminDSN, db)
 	cfg, err := pgxpool.ParseConfig(adminDSN)
 	if err != nil {
-		return 0, fmt.Errorf("DATABASE_URL: %w", err)
+		return result{}, fmt.Errorf("DATABASE_URL: %w", err)
 	}
 	cfg.ConnConfig.Database = db
 	cfg.MaxConns = int32(p.partitions + 4)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
 	defer pool.Close()
 
 	agg, err := stock.NewAggregate()
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
 	topic := fmt.Sprintf("bench.%s.%d", name, time.Now().UnixNano())
 	rt, err := actor.NewRuntime(agg, pool,
 		actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
-		actor.WithBatch(batch, wait), actor.WithLogger(logger), actor.WithInstanceID("bench"))
+		actor.WithBatch(batch, wait), actor.WithLogger(logger), actor.WithInstanceID("bench"), actor.WithPublishing(publish))
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
 	rctx, cancel := context.WithCancel(ctx)
 	runErr := make(chan error, 1)
@@ -140,7 +154,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	client, err := actor.NewClient(ctx, agg.Registry, actor.WithBrokers(brokers), actor.WithTopic(topic),
 		actor.WithCreateTopics(p.partitions), actor.WithLogger(logger), actor.WithSendTimeout(5*time.Minute))
 	if err != nil {
-		return 0, err
+		return result{}, err
 	}
 	defer client.Close()
 
@@ -148,11 +162,11 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	deadline := time.Now().Add(60 * time.Second)
 	for rt.Stats().OwnedPartitions < p.partitions {
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("runtime owns %d of %d partitions after 60s", rt.Stats().OwnedPartitions, p.partitions)
+			return result{}, fmt.Errorf("runtime owns %d of %d partitions after 60s", rt.Stats().OwnedPartitions, p.partitions)
 		}
 		select {
 		case err := <-runErr:
-			return 0, fmt.Errorf("runtime stopped: %w", err)
+			return result{}, fmt.Errorf("runtime stopped: %w", err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -178,19 +192,29 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	wg.Wait()
 	elapsed := time.Since(start)
 	if f := failed.Load(); f > 0 {
-		return 0, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
+		return result{}, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
 	}
 	var events int64
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM onceflow.events`).Scan(&events); err != nil {
-		return 0, err
+		return result{}, err
 	}
 	if events != int64(n) {
-		return 0, fmt.Errorf("%d events stored for %d accepted commands", events, n)
+		return result{}, fmt.Errorf("%d events stored for %d accepted commands", events, n)
+	}
+	res := result{cmdsPerS: float64(n) / elapsed.Seconds()}
+	if publish {
+		for rt.Stats().PublishLag > 0 {
+			if time.Since(start) > 10*time.Minute {
+				return result{}, fmt.Errorf("publishing still %d events behind after 10 minutes", rt.Stats().PublishLag)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		res.catchup = time.Since(start) - elapsed
+		res.publishPerS = float64(events) / time.Since(start).Seconds()
 	}
 	st := rt.Stats()
-	rate := float64(n) / elapsed.Seconds()
 	avgBatch := float64(st.Records) / float64(max(st.Batches, 1))
-	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v\n",
-		name, batch, n, rate, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond))
-	return rate, nil
+	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v  published %d (catch-up after the last outcome %v)\n",
+		name, batch, n, res.cmdsPerS, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond), st.Published, res.catchup.Round(time.Millisecond))
+	return res, nil
 }

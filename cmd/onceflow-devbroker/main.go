@@ -40,7 +40,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 )
 
 func main() {

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"strings"
 
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 )
 
 func runDevBroker(ctx context.Context, args []string, e env) error {

@@ -69,3 +69,52 @@ func TestUnsafeBuildIsCaught(t *testing.T) {
 		t.Fatalf("violations %v, but none of the kinds this break causes (lost, skipped_record, seq_gap)", rep.Check.ViolationsByKind)
 	}
 }
+
+// TestSkippedPublishIsCaught is the checker's self-test for events out: the
+// inventory service built with the onceflow_unsafe_skip_publish tag skips
+// one event whenever a publisher resumes after an earlier owner (a crash, a
+// rebalance). The checker must report the gap in the history topic.
+func TestSkippedPublishIsCaught(t *testing.T) {
+	if os.Getenv("ONCEFLOW_CHAOS_BITE") == "" {
+		t.Skip("set ONCEFLOW_CHAOS_BITE=1 (make chaos-bite): runs the fault harness against a build that skips a publish")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dir, err := os.MkdirTemp("", "onceflow-chaos-bite-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "bin")
+	build := func(out, pkg string, tags ...string) string {
+		t.Helper()
+		args := append([]string{"build", "-o", filepath.Join(bin, out)}, tags...)
+		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+		cmd.Dir = "../.."
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+		}
+		return filepath.Join(bin, out)
+	}
+	cfg := DefaultConfig()
+	cfg.Dir = filepath.Join(dir, "run")
+	cfg.InventoryBin = build("inventory", "./samples/inventory", "-tags", "onceflow_unsafe_skip_publish")
+	cfg.OnceflowBin = build("onceflow", "./cmd/onceflow")
+	cfg.Duration = 45 * time.Second
+	cfg.Seed = 3
+	// Faults that hand partitions to a new owner.
+	cfg.Faults = []string{FaultKill, FaultRestart}
+	cfg.RequireAllFaults = false
+	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	rep, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatalf("harness: %v", err)
+	}
+	t.Logf("\n%s", rep.Summary())
+	if rep.Check.ViolationsByKind[VHistoryGap] == 0 {
+		t.Fatalf("violations %v: no history_gap in a build that skips a publish after a new owner takes over: the checker is blind (report %s)", rep.Check.ViolationsByKind, filepath.Join(cfg.Dir, "report.json"))
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/onceflow/onceflow/eventsource"
@@ -32,6 +33,9 @@ const (
 	VMalformedNoDeadLtr  = "malformed_without_dead_letter" // a record without a usable command id was consumed without a dead letter
 	VFaultKindNotCovered = "fault_kind_not_injected"       // the run did not inject every fault kind it had to
 	VHalted              = "partition_halted"              // an instance halted a partition (liveness: it stops consuming)
+	VHistoryGap          = "history_gap"                   // the history topic skips a seq, or misses a stored event
+	VHistoryMismatch     = "history_mismatch"              // a history record differs from the stored event of its seq
+	VStateTopic          = "state_topic_mismatch"          // the state topic's latest value of an aggregate is not the fold of its events
 )
 
 // Violation is one broken promise found by Check.
@@ -60,6 +64,9 @@ type CheckResult struct {
 	DeadLetters      int            `json:"dead_letters"`
 	Injected         map[string]int `json:"injected"` // malformed records by kind
 	BrokerRefused    int            `json:"broker_refused"`
+	HistoryRecords   int            `json:"history_records"` // records on the history topic
+	HistoryRepeats   int            `json:"history_repeats"` // of which repeats of an earlier seq (a publish redone after a crash)
+	StateKeys        int            `json:"state_keys"`      // aggregates on the state topic
 }
 
 type checker struct {
@@ -108,6 +115,8 @@ func Check(d *Data) CheckResult {
 	c.injected(results, records, dead)
 	c.events(results)
 	c.model(results, records)
+	c.history()
+	c.stateTopic()
 	return c.res
 }
 
@@ -529,4 +538,110 @@ func summarize(xs []int64) string {
 		out += fmt.Sprintf(", repeated %v", reps[:min(len(reps), 5)])
 	}
 	return out
+}
+
+// history checks the history topic against the event store: per partition,
+// the first occurrences of the seqs run 1..n in offset order with no gap (a
+// repeat is allowed only of a seq already seen), n is every stored event,
+// and each record carries its stored event (key, value, type, version,
+// command id).
+func (c *checker) history() {
+	stored := map[[2]int64]Event{}
+	seqs := map[int32][]int64{} // stored seqs per partition, in order (their own gaps are seq_gap's business)
+	for _, e := range c.d.Events {
+		stored[[2]int64{int64(e.Partition), e.Seq}] = e
+		seqs[e.Partition] = append(seqs[e.Partition], e.Seq)
+	}
+	for _, ss := range seqs {
+		slices.Sort(ss)
+	}
+	idx := map[int32]int{}     // how many stored seqs of the partition were first seen, in order
+	last := map[int32]int64{}  // the highest seq seen
+	gapped := map[int32]bool{} // report one gap per partition
+	for _, r := range c.d.History {
+		c.res.HistoryRecords++
+		p := r.Partition
+		seq, err := strconv.ParseInt(r.Headers["onceflow-seq"], 10, 64)
+		if err != nil {
+			c.fail(VHistoryMismatch, "history %d/%d: no seq header (%v)", p, r.Offset, r.Headers)
+			continue
+		}
+		ss := seqs[p]
+		switch {
+		case seq <= last[p]:
+			c.res.HistoryRepeats++
+		case idx[p] < len(ss) && seq == ss[idx[p]]:
+			idx[p]++
+			last[p] = seq
+		default:
+			if !gapped[p] {
+				want := "nothing (no more stored events)"
+				if idx[p] < len(ss) {
+					want = fmt.Sprintf("seq %d", ss[idx[p]])
+				}
+				c.fail(VHistoryGap, "history partition %d: seq %d at offset %d, want %s next", p, seq, r.Offset, want)
+			}
+			gapped[p] = true
+			last[p] = seq
+			for idx[p] < len(ss) && ss[idx[p]] <= seq {
+				idx[p]++
+			}
+		}
+		e, ok := stored[[2]int64{int64(p), seq}]
+		if !ok {
+			c.fail(VHistoryMismatch, "history %d/%d: seq %d is not a stored event of partition %d", p, r.Offset, seq, p)
+			continue
+		}
+		if r.Key != e.AggregateID || !bytes.Equal(r.Value, e.Data) || r.Headers["onceflow-event-type"] != e.Type ||
+			r.Headers["onceflow-version"] != strconv.FormatInt(e.Version, 10) || r.Headers["onceflow-command-id"] != e.CommandID ||
+			r.Headers["onceflow-source-partition"] != strconv.Itoa(int(p)) {
+			c.fail(VHistoryMismatch, "history %d/%d (seq %d): %s %q %s, stored event %s v%d %s %q", p, r.Offset, seq,
+				r.Key, r.Value, r.Headers, e.AggregateID, e.Version, e.Type, e.Data)
+		}
+	}
+	for _, p := range slices.Sorted(maps.Keys(seqs)) {
+		if idx[p] < len(seqs[p]) && !gapped[p] {
+			c.fail(VHistoryGap, "history partition %d: %d of %d stored events published (the first missing is seq %d)", p, idx[p], len(seqs[p]), seqs[p][idx[p]])
+		}
+	}
+}
+
+// stateTopic checks that the latest record of every aggregate on the state
+// topic is the fold of its stored events, at its last version.
+func (c *checker) stateTopic() {
+	byAgg := map[string][]Event{}
+	for _, e := range c.d.Events {
+		byAgg[e.AggregateID] = append(byAgg[e.AggregateID], e)
+	}
+	latest := map[string]TopicRecord{}
+	for _, r := range c.d.States {
+		latest[r.Key] = r
+	}
+	c.res.StateKeys = len(latest)
+	for _, agg := range slices.Sorted(maps.Keys(byAgg)) {
+		evs := byAgg[agg]
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Version < evs[j].Version })
+		fold := stock.Initial()
+		for _, e := range evs {
+			v, err := c.reg.Decode(e.Type, e.Data)
+			ev, ok := v.(stock.Event)
+			if err != nil || !ok {
+				return // reported by model
+			}
+			fold = stock.Evolve(fold, ev)
+		}
+		r, ok := latest[agg]
+		if !ok {
+			c.fail(VStateTopic, "aggregate %s (%d events) has no record on the state topic", agg, len(evs))
+			continue
+		}
+		var st stock.State
+		if err := (eventsource.JSONCodec{}).Unmarshal(r.Value, &st); err != nil {
+			c.fail(VStateTopic, "aggregate %s: state record %q cannot be decoded: %v", agg, r.Value, err)
+			continue
+		}
+		if v := evs[len(evs)-1].Version; !sameState(st, fold) || r.Headers["onceflow-version"] != strconv.FormatInt(v, 10) {
+			c.fail(VStateTopic, "aggregate %s: latest state record %+v at version %s, the fold of its events (to version %d) is %+v", agg, st, r.Headers["onceflow-version"], v, fold)
+		}
+	}
 }

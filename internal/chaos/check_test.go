@@ -1,8 +1,11 @@
 package chaos
 
 import (
+	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -119,6 +122,37 @@ func sample(t *testing.T) (*history, map[string]string) {
 	return h, ids
 }
 
+// publish fills the history and state topics as a correct publisher would
+// from the stored events: every event once, in seq order, and the latest
+// state of every aggregate.
+func (h *history) publish() {
+	h.d.History, h.d.States = nil, nil
+	reg, _ := stock.NewRegistry()
+	evs := slices.Clone(h.d.Events)
+	slices.SortFunc(evs, func(a, b Event) int { return int(a.Seq - b.Seq) })
+	states := map[string]stock.State{}
+	versions := map[string]int64{}
+	for i, e := range evs {
+		h.d.History = append(h.d.History, TopicRecord{Partition: e.Partition, Offset: int64(i), Key: e.AggregateID, Value: e.Data, Headers: map[string]string{
+			"onceflow-seq": strconv.FormatInt(e.Seq, 10), "onceflow-event-type": e.Type, "onceflow-version": strconv.FormatInt(e.Version, 10),
+			"onceflow-command-id": e.CommandID, "onceflow-source-partition": strconv.Itoa(int(e.Partition)),
+		}})
+		v, _ := reg.Decode(e.Type, e.Data)
+		st, ok := states[e.AggregateID]
+		if !ok {
+			st = stock.Initial()
+		}
+		if ev, ok := v.(stock.Event); ok {
+			states[e.AggregateID] = stock.Evolve(st, ev)
+		}
+		versions[e.AggregateID] = e.Version
+	}
+	for _, agg := range slices.Sorted(maps.Keys(states)) {
+		data, _ := json.Marshal(states[agg])
+		h.d.States = append(h.d.States, TopicRecord{Key: agg, Value: data, Headers: map[string]string{"onceflow-version": strconv.FormatInt(versions[agg], 10)}})
+	}
+}
+
 func kinds(res CheckResult) []string {
 	var out []string
 	for k := range res.ViolationsByKind {
@@ -130,12 +164,15 @@ func kinds(res CheckResult) []string {
 
 func TestCheckCleanHistory(t *testing.T) {
 	h, _ := sample(t)
+	h.publish()
+	// A repeat of an earlier seq (a publish redone after a crash) is allowed.
+	h.d.History = append(h.d.History, h.d.History[1])
 	res := Check(h.d)
 	if len(res.Violations) != 0 {
 		t.Fatalf("violations on a clean history: %v", res.Violations)
 	}
 	if res.Commands != 6 || res.Outcomes["accepted"] != 5 || res.Outcomes["rejected"] != 1 || res.DuplicateRecords != 1 ||
-		res.DuplicateAnswers != 1 || res.Aggregates != 2 || res.DeadLetters != 1 {
+		res.DuplicateAnswers != 1 || res.Aggregates != 2 || res.DeadLetters != 1 || res.HistoryRepeats != 1 || res.StateKeys != 2 {
 		t.Fatalf("stats: %+v", res)
 	}
 }
@@ -213,6 +250,7 @@ func TestCheckCatches(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, ids := sample(t)
 			tc.mutate(h, ids)
+			h.publish() // the topics as published from the (mutated) store
 			res := Check(h.d)
 			got := kinds(res)
 			for _, k := range tc.want {
@@ -224,6 +262,42 @@ func TestCheckCatches(t *testing.T) {
 				if !slices.Contains(tc.want, k) {
 					t.Errorf("unexpected violation kind %s; details:\n%s", k, details(res))
 				}
+			}
+		})
+	}
+}
+
+// Each break of the published topics is named by the checker.
+func TestCheckCatchesPublishBreaks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		want   []string
+		topics func(h *history)
+	}{
+		{name: "history skips a seq", want: []string{VHistoryGap}, topics: func(h *history) {
+			h.d.History = slices.Delete(h.d.History, 2, 3)
+		}},
+		{name: "history misses its last events", want: []string{VHistoryGap}, topics: func(h *history) {
+			h.d.History = h.d.History[:len(h.d.History)-1]
+		}},
+		{name: "history out of order", want: []string{VHistoryGap}, topics: func(h *history) {
+			h.d.History[1], h.d.History[2] = h.d.History[2], h.d.History[1]
+		}},
+		{name: "history record differs from the store", want: []string{VHistoryMismatch}, topics: func(h *history) {
+			h.d.History[0].Value = []byte(`{"qty":999}`)
+		}},
+		{name: "state topic stale", want: []string{VStateTopic}, topics: func(h *history) {
+			h.d.States = append(h.d.States, TopicRecord{Key: h.d.States[0].Key, Value: []byte(`{"on_hand":1}`), Headers: map[string]string{"onceflow-version": "1"}})
+		}},
+		{name: "state topic misses an aggregate", want: []string{VStateTopic}, topics: func(h *history) { h.d.States = h.d.States[1:] }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := sample(t)
+			h.publish()
+			tc.topics(h)
+			got := kinds(Check(h.d))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("violation kinds %v, want %v; details:\n%s", got, tc.want, details(Check(h.d)))
 			}
 		})
 	}

@@ -69,10 +69,10 @@ func collectPostgres(ctx context.Context, dsn string, d *Data) error {
 func readClaims(ctx context.Context, q interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }) ([]Claim, error) {
-	rows, _ := q.Query(ctx, `SELECT partition, next_offset, next_seq, epoch FROM onceflow.partition_claims WHERE group_id = $1 AND topic = $2`, group, commandTopic)
+	rows, _ := q.Query(ctx, `SELECT partition, next_offset, next_seq, epoch, published_seq FROM onceflow.partition_claims WHERE group_id = $1 AND topic = $2`, group, commandTopic)
 	claims, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claim, error) {
 		var x Claim
-		err := r.Scan(&x.Partition, &x.NextOffset, &x.NextSeq, &x.Epoch)
+		err := r.Scan(&x.Partition, &x.NextOffset, &x.NextSeq, &x.Epoch, &x.PublishedSeq)
 		return x, err
 	})
 	if err != nil {
@@ -245,10 +245,13 @@ func waitDrained(ctx context.Context, dsn, brokers string, partitions int) error
 			var claims []Claim
 			if claims, err = readClaimsDSN(ctx, dsn); err == nil {
 				at := map[int32]int64{}
+				var behind []string
 				for _, c := range claims {
 					at[c.Partition] = c.NextOffset
+					if c.PublishedSeq != c.NextSeq-1 {
+						behind = append(behind, fmt.Sprintf("%d:published %d/%d", c.Partition, c.PublishedSeq, c.NextSeq-1))
+					}
 				}
-				var behind []string
 				for p, end := range hw {
 					if end > 0 && at[p] != end {
 						behind = append(behind, fmt.Sprintf("%d:%d/%d", p, at[p], end))
@@ -280,4 +283,42 @@ func readClaimsDSN(ctx context.Context, dsn string) ([]Claim, error) {
 	}
 	defer conn.Close(context.Background())
 	return readClaims(cctx, conn)
+}
+
+// collectTopic reads a history or state topic from the beginning
+// (read_committed) until it is idle for quiet: records of aborted
+// transactions are never returned, and transaction markers take offsets, so
+// "the end" is when nothing more arrives.
+func collectTopic(ctx context.Context, brokers, topic string, partitions int, quiet time.Duration) ([]TopicRecord, error) {
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{"bootstrap.servers": brokers, "group.id": "chaos-checker", "enable.metrics.push": false,
+		"enable.auto.commit": false, "enable.partition.eof": false, "isolation.level": "read_committed"})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var tps []kafka.TopicPartition
+	for p := range int32(partitions) {
+		tps = append(tps, kafka.TopicPartition{Topic: &topic, Partition: p, Offset: kafka.OffsetBeginning})
+	}
+	if err := c.Assign(tps); err != nil {
+		return nil, err
+	}
+	var out []TopicRecord
+	last := time.Now()
+	for time.Since(last) < quiet {
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("reading %s: %w", topic, ctx.Err())
+		}
+		m, ok := c.Poll(200).(*kafka.Message)
+		if !ok {
+			continue
+		}
+		last = time.Now()
+		r := TopicRecord{Partition: m.TopicPartition.Partition, Offset: int64(m.TopicPartition.Offset), Key: string(m.Key), Value: m.Value, Headers: map[string]string{}}
+		for _, h := range m.Headers {
+			r.Headers[h.Key] = string(h.Value)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }

@@ -102,10 +102,20 @@ type DeadLetter struct {
 
 // Claim is a row of onceflow.partition_claims.
 type Claim struct {
-	Partition  int32
-	NextOffset int64
-	NextSeq    int64
-	Epoch      int64
+	Partition    int32
+	NextOffset   int64
+	NextSeq      int64
+	Epoch        int64
+	PublishedSeq int64
+}
+
+// TopicRecord is a record of the history or the state topic.
+type TopicRecord struct {
+	Partition int32
+	Offset    int64
+	Key       string
+	Value     []byte
+	Headers   map[string]string
 }
 
 // Snapshot is a row of onceflow.snapshots.
@@ -127,4 +137,6 @@ type Data struct {
 	DeadLetters []DeadLetter
 	Claims      []Claim
 	Snapshots   []Snapshot
+	History     []TopicRecord // the history topic, in offset order per partition
+	States      []TopicRecord // the state topic, in offset order per partition
 }

@@ -303,6 +303,12 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	if err := collectPostgres(cctx, d.adminDSN(), data); err != nil {
 		return err
 	}
+	if data.History, err = collectTopic(cctx, d.brokerAddr(), commandTopic+".events", cfg.Partitions, 5*time.Second); err != nil {
+		return err
+	}
+	if data.States, err = collectTopic(cctx, d.brokerAddr(), commandTopic+".state", cfg.Partitions, 3*time.Second); err != nil {
+		return err
+	}
 	var logs []string
 	for _, s := range d.slots {
 		logs = append(logs, s.logs...)
@@ -357,6 +363,8 @@ func (r *Report) Summary() string {
 	s += fmt.Sprintf("  outcomes   %v (answers seen %v, %d answered as duplicates)\n", r.Check.Outcomes, r.Check.Answers, r.Check.DuplicateAnswers)
 	s += fmt.Sprintf("  store      %d records on the topic (%d duplicates), %d events over %d aggregates, %d dead letters\n",
 		r.Check.Records, r.Check.DuplicateRecords, r.Check.Events, r.Check.Aggregates, r.Check.DeadLetters)
+	s += fmt.Sprintf("  published  %d history records (%d repeats of an earlier seq), latest state of %d aggregates\n",
+		r.Check.HistoryRecords, r.Check.HistoryRepeats, r.Check.StateKeys)
 	s += fmt.Sprintf("  faults     %v (%d failed to inject)\n", r.Faults, r.FaultErrors)
 	o := r.Ownership
 	s += fmt.Sprintf("  ownership  %d claims, %d revocations (%d lost), %d fenced commits, %d self-fenced, %d halts, %d transient retries, %d incarnations\n",

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/internal/testenv"
 )
 

@@ -60,7 +60,7 @@ import (
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/eventsource"
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/samples/inventory/api"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 	"github.com/onceflow/onceflow/txn"

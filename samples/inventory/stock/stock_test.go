@@ -2,11 +2,13 @@ package stock_test
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/onceflow/onceflow/eventsource/decidertest"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 )
 
@@ -15,146 +17,119 @@ const (
 	sku = "TSHIRT-RED_XL"
 )
 
-// scenario is one given/when/then case: events already stored, one command,
-// and either the events it produces or the rejection.
-type scenario struct {
-	name    string
-	given   []stock.Event
-	when    stock.Command
-	then    []stock.Event
-	wantErr error  // matched with errors.Is
-	wantMsg string // exact rejection text, when set
-}
+// scenario is one given/when/then case, run by the public Decider harness.
+type scenario = decidertest.Scenario[stock.State, stock.Command, stock.Event]
 
+// run checks the scenarios with the harness: events as given, rejections
+// exact, Decide deterministic, every event surviving the registry's codec,
+// and the stock invariants after every accepted command.
 func run(t *testing.T, tests []scenario) {
 	t.Helper()
-	d := stock.Decider()
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			state := d.Fold(d.Initial(), tc.given...)
-			got, err := d.Decide(state, tc.when)
-			if tc.wantErr != nil {
-				if !errors.Is(err, tc.wantErr) {
-					t.Fatalf("Decide error = %v, want %v", err, tc.wantErr)
-				}
-				if tc.wantMsg != "" && err.Error() != tc.wantMsg {
-					t.Fatalf("Decide error text = %q, want %q", err.Error(), tc.wantMsg)
-				}
-				if got != nil {
-					t.Fatalf("rejected Decide returned events %v", got)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Decide: unexpected rejection: %v", err)
-			}
-			if !reflect.DeepEqual(got, tc.then) {
-				t.Fatalf("events = %#v, want %#v", got, tc.then)
-			}
-			// Every accepted command must keep the invariants.
-			checkInvariants(t, d.Fold(state, got...))
-		})
+	reg, err := stock.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
 	}
+	decidertest.Run(t, stock.Decider(), tests, decidertest.WithRegistry(reg), decidertest.WithInvariant(invariants))
 }
 
-func checkInvariants(t *testing.T, s stock.State) {
-	t.Helper()
+func invariants(s stock.State) error {
 	var sum int64
 	for id, q := range s.Reservations {
 		if q <= 0 {
-			t.Errorf("reservation %q has qty %d", id, q)
+			return fmt.Errorf("reservation %q has qty %d", id, q)
 		}
 		sum += q
 	}
 	if sum != s.Reserved {
-		t.Errorf("Reserved = %d, sum of reservations = %d", s.Reserved, sum)
+		return fmt.Errorf("Reserved = %d, sum of reservations = %d", s.Reserved, sum)
 	}
 	if s.Reserved < 0 || s.Reserved > s.OnHand || s.OnHand > stock.MaxOnHand {
-		t.Errorf("invariant 0 <= reserved (%d) <= on-hand (%d) <= %d broken", s.Reserved, s.OnHand, stock.MaxOnHand)
+		return fmt.Errorf("invariant 0 <= reserved (%d) <= on-hand (%d) <= %d broken", s.Reserved, s.OnHand, stock.MaxOnHand)
 	}
+	return nil
 }
 
 func TestReceiveStock(t *testing.T) {
 	run(t, []scenario{
-		{name: "first receipt", when: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 10}, then: []stock.Event{stock.StockReceived{Qty: 10}}},
-		{name: "adds to on-hand", given: []stock.Event{stock.StockReceived{Qty: 10}}, when: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 1_000_000}, then: []stock.Event{stock.StockReceived{Qty: 1_000_000}}},
-		{name: "zero qty", when: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 0}, wantErr: stock.ErrInvalidCommand, wantMsg: "invalid command: qty must be between 1 and 1000000, got 0"},
-		{name: "negative qty", when: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: -3}, wantErr: stock.ErrInvalidCommand},
-		{name: "absurd qty", when: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 1_000_001}, wantErr: stock.ErrInvalidCommand},
-		{name: "capacity", given: []stock.Event{stock.StockAdjusted{Counted: stock.MaxOnHand, Reason: "count"}}, when: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 1}, wantErr: stock.ErrCapacity},
-		{name: "bad warehouse", when: stock.ReceiveStock{Warehouse: "AMS", SKU: sku, Qty: 1}, wantErr: stock.ErrInvalidCommand, wantMsg: `invalid command: warehouse "AMS": invalid character 'A' at position 1 (want [a-z0-9-])`},
-		{name: "bad sku", when: stock.ReceiveStock{Warehouse: wh, SKU: "", Qty: 1}, wantErr: stock.ErrInvalidCommand},
+		{Name: "first receipt", When: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 10}, Then: []stock.Event{stock.StockReceived{Qty: 10}}},
+		{Name: "adds to on-hand", Given: []stock.Event{stock.StockReceived{Qty: 10}}, When: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 1_000_000}, Then: []stock.Event{stock.StockReceived{Qty: 1_000_000}}},
+		{Name: "zero qty", When: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 0}, WantErr: stock.ErrInvalidCommand, WantMsg: "invalid command: qty must be between 1 and 1000000, got 0"},
+		{Name: "negative qty", When: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: -3}, WantErr: stock.ErrInvalidCommand},
+		{Name: "absurd qty", When: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 1_000_001}, WantErr: stock.ErrInvalidCommand},
+		{Name: "capacity", Given: []stock.Event{stock.StockAdjusted{Counted: stock.MaxOnHand, Reason: "count"}}, When: stock.ReceiveStock{Warehouse: wh, SKU: sku, Qty: 1}, WantErr: stock.ErrCapacity},
+		{Name: "bad warehouse", When: stock.ReceiveStock{Warehouse: "AMS", SKU: sku, Qty: 1}, WantErr: stock.ErrInvalidCommand, WantMsg: `invalid command: warehouse "AMS": invalid character 'A' at position 1 (want [a-z0-9-])`},
+		{Name: "bad sku", When: stock.ReceiveStock{Warehouse: wh, SKU: "", Qty: 1}, WantErr: stock.ErrInvalidCommand},
 	})
 }
 
 func TestReserve(t *testing.T) {
 	received := []stock.Event{stock.StockReceived{Qty: 10}}
 	run(t, []scenario{
-		{name: "reserve part", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 4}, then: []stock.Event{stock.StockReserved{ReservationID: "o-1", Qty: 4}}},
-		{name: "reserve all", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 10}, then: []stock.Event{stock.StockReserved{ReservationID: "o-1", Qty: 10}}},
+		{Name: "reserve part", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 4}, Then: []stock.Event{stock.StockReserved{ReservationID: "o-1", Qty: 4}}},
+		{Name: "reserve all", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 10}, Then: []stock.Event{stock.StockReserved{ReservationID: "o-1", Qty: 10}}},
 		{
-			name:    "insufficient",
-			given:   append(received, stock.StockReserved{ReservationID: "o-1", Qty: 7}),
-			when:    stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-2", Qty: 5},
-			wantErr: stock.ErrInsufficientStock, wantMsg: "insufficient stock: requested 5, available 3",
+			Name:    "insufficient",
+			Given:   append(received, stock.StockReserved{ReservationID: "o-1", Qty: 7}),
+			When:    stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-2", Qty: 5},
+			WantErr: stock.ErrInsufficientStock, WantMsg: "insufficient stock: requested 5, available 3",
 		},
-		{name: "nothing on hand", when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 1}, wantErr: stock.ErrInsufficientStock, wantMsg: "insufficient stock: requested 1, available 0"},
+		{Name: "nothing on hand", When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 1}, WantErr: stock.ErrInsufficientStock, WantMsg: "insufficient stock: requested 1, available 0"},
 		{
-			name:    "duplicate id",
-			given:   append(received, stock.StockReserved{ReservationID: "o-1", Qty: 1}),
-			when:    stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 1},
-			wantErr: stock.ErrDuplicateReservation, wantMsg: `duplicate reservation: "o-1" is already open`,
+			Name:    "duplicate id",
+			Given:   append(received, stock.StockReserved{ReservationID: "o-1", Qty: 1}),
+			When:    stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 1},
+			WantErr: stock.ErrDuplicateReservation, WantMsg: `duplicate reservation: "o-1" is already open`,
 		},
 		{
-			name:  "id reusable after release",
-			given: append(received, stock.StockReserved{ReservationID: "o-1", Qty: 1}, stock.ReservationReleased{ReservationID: "o-1", Qty: 1}),
-			when:  stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 10},
-			then:  []stock.Event{stock.StockReserved{ReservationID: "o-1", Qty: 10}},
+			Name:  "id reusable after release",
+			Given: append(received, stock.StockReserved{ReservationID: "o-1", Qty: 1}, stock.ReservationReleased{ReservationID: "o-1", Qty: 1}),
+			When:  stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 10},
+			Then:  []stock.Event{stock.StockReserved{ReservationID: "o-1", Qty: 10}},
 		},
-		{name: "empty id", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, Qty: 1}, wantErr: stock.ErrInvalidCommand, wantMsg: "invalid command: reservation id is empty"},
-		{name: "id with space", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o 1", Qty: 1}, wantErr: stock.ErrInvalidCommand},
-		{name: "id too long", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: strings.Repeat("x", 129), Qty: 1}, wantErr: stock.ErrInvalidCommand},
-		{name: "zero qty", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrInvalidCommand},
-		{name: "absurd qty", given: received, when: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 2_000_000}, wantErr: stock.ErrInvalidCommand},
+		{Name: "empty id", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, Qty: 1}, WantErr: stock.ErrInvalidCommand, WantMsg: "invalid command: reservation id is empty"},
+		{Name: "id with space", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o 1", Qty: 1}, WantErr: stock.ErrInvalidCommand},
+		{Name: "id too long", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: strings.Repeat("x", 129), Qty: 1}, WantErr: stock.ErrInvalidCommand},
+		{Name: "zero qty", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, WantErr: stock.ErrInvalidCommand},
+		{Name: "absurd qty", Given: received, When: stock.Reserve{Warehouse: wh, SKU: sku, ReservationID: "o-1", Qty: 2_000_000}, WantErr: stock.ErrInvalidCommand},
 	})
 }
 
 func TestRelease(t *testing.T) {
 	reserved := []stock.Event{stock.StockReceived{Qty: 10}, stock.StockReserved{ReservationID: "o-1", Qty: 4}}
 	run(t, []scenario{
-		{name: "release", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, then: []stock.Event{stock.ReservationReleased{ReservationID: "o-1", Qty: 4}}},
-		{name: "unknown", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-2"}, wantErr: stock.ErrUnknownReservation, wantMsg: `unknown reservation: "o-2" is not open (never made, or already shipped or released)`},
-		{name: "twice", given: append(reserved, stock.ReservationReleased{ReservationID: "o-1", Qty: 4}), when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrUnknownReservation},
-		{name: "after ship", given: append(reserved, stock.ReservationShipped{ReservationID: "o-1", Qty: 4}), when: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrUnknownReservation},
-		{name: "empty id", given: reserved, when: stock.Release{Warehouse: wh, SKU: sku}, wantErr: stock.ErrInvalidCommand},
+		{Name: "release", Given: reserved, When: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, Then: []stock.Event{stock.ReservationReleased{ReservationID: "o-1", Qty: 4}}},
+		{Name: "unknown", Given: reserved, When: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-2"}, WantErr: stock.ErrUnknownReservation, WantMsg: `unknown reservation: "o-2" is not open (never made, or already shipped or released)`},
+		{Name: "twice", Given: append(reserved, stock.ReservationReleased{ReservationID: "o-1", Qty: 4}), When: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, WantErr: stock.ErrUnknownReservation},
+		{Name: "after ship", Given: append(reserved, stock.ReservationShipped{ReservationID: "o-1", Qty: 4}), When: stock.Release{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, WantErr: stock.ErrUnknownReservation},
+		{Name: "empty id", Given: reserved, When: stock.Release{Warehouse: wh, SKU: sku}, WantErr: stock.ErrInvalidCommand},
 	})
 }
 
 func TestShip(t *testing.T) {
 	reserved := []stock.Event{stock.StockReceived{Qty: 10}, stock.StockReserved{ReservationID: "o-1", Qty: 4}}
 	run(t, []scenario{
-		{name: "ship", given: reserved, when: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, then: []stock.Event{stock.ReservationShipped{ReservationID: "o-1", Qty: 4}}},
-		{name: "unknown", given: reserved, when: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "nope"}, wantErr: stock.ErrUnknownReservation},
-		{name: "twice", given: append(reserved, stock.ReservationShipped{ReservationID: "o-1", Qty: 4}), when: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrUnknownReservation},
-		{name: "after release", given: append(reserved, stock.ReservationReleased{ReservationID: "o-1", Qty: 4}), when: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, wantErr: stock.ErrUnknownReservation},
-		{name: "empty id", given: reserved, when: stock.Ship{Warehouse: wh, SKU: sku}, wantErr: stock.ErrInvalidCommand},
+		{Name: "ship", Given: reserved, When: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, Then: []stock.Event{stock.ReservationShipped{ReservationID: "o-1", Qty: 4}}},
+		{Name: "unknown", Given: reserved, When: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "nope"}, WantErr: stock.ErrUnknownReservation},
+		{Name: "twice", Given: append(reserved, stock.ReservationShipped{ReservationID: "o-1", Qty: 4}), When: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, WantErr: stock.ErrUnknownReservation},
+		{Name: "after release", Given: append(reserved, stock.ReservationReleased{ReservationID: "o-1", Qty: 4}), When: stock.Ship{Warehouse: wh, SKU: sku, ReservationID: "o-1"}, WantErr: stock.ErrUnknownReservation},
+		{Name: "empty id", Given: reserved, When: stock.Ship{Warehouse: wh, SKU: sku}, WantErr: stock.ErrInvalidCommand},
 	})
 }
 
 func TestAdjust(t *testing.T) {
 	reserved := []stock.Event{stock.StockReceived{Qty: 10}, stock.StockReserved{ReservationID: "o-1", Qty: 4}}
 	run(t, []scenario{
-		{name: "count lower", given: reserved, when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 7, Reason: "damaged"}, then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 7, Reason: "damaged"}}},
-		{name: "count higher", given: reserved, when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 12, Reason: "found"}, then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 12, Reason: "found"}}},
-		{name: "count equal is recorded", given: reserved, when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 10, Reason: "cycle count"}, then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 10, Reason: "cycle count"}}},
-		{name: "count equal to reserved", given: reserved, when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 4, Reason: "x"}, then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 4, Reason: "x"}}},
-		{name: "zero with nothing reserved", when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 0, Reason: "empty shelf"}, then: []stock.Event{stock.StockAdjusted{Counted: 0, Reason: "empty shelf"}}},
-		{name: "below reserved", given: reserved, when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 3, Reason: "lost"}, wantErr: stock.ErrBelowReserved, wantMsg: "counted stock below reserved: counted 3, reserved 4 (release or ship reservations first)"},
-		{name: "negative", when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: -1, Reason: "x"}, wantErr: stock.ErrInvalidCommand},
-		{name: "too many", when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: stock.MaxOnHand + 1, Reason: "x"}, wantErr: stock.ErrInvalidCommand},
-		{name: "no reason", when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 1, Reason: "  "}, wantErr: stock.ErrInvalidCommand},
-		{name: "long reason", when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 1, Reason: strings.Repeat("r", 257)}, wantErr: stock.ErrInvalidCommand},
-		{name: "bad utf8 reason", when: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 1, Reason: "\xff"}, wantErr: stock.ErrInvalidCommand},
+		{Name: "count lower", Given: reserved, When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 7, Reason: "damaged"}, Then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 7, Reason: "damaged"}}},
+		{Name: "count higher", Given: reserved, When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 12, Reason: "found"}, Then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 12, Reason: "found"}}},
+		{Name: "count equal is recorded", Given: reserved, When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 10, Reason: "cycle count"}, Then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 10, Reason: "cycle count"}}},
+		{Name: "count equal to reserved", Given: reserved, When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 4, Reason: "x"}, Then: []stock.Event{stock.StockAdjusted{Previous: 10, Counted: 4, Reason: "x"}}},
+		{Name: "zero with nothing reserved", When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 0, Reason: "empty shelf"}, Then: []stock.Event{stock.StockAdjusted{Counted: 0, Reason: "empty shelf"}}},
+		{Name: "below reserved", Given: reserved, When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 3, Reason: "lost"}, WantErr: stock.ErrBelowReserved, WantMsg: "counted stock below reserved: counted 3, reserved 4 (release or ship reservations first)"},
+		{Name: "negative", When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: -1, Reason: "x"}, WantErr: stock.ErrInvalidCommand},
+		{Name: "too many", When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: stock.MaxOnHand + 1, Reason: "x"}, WantErr: stock.ErrInvalidCommand},
+		{Name: "no reason", When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 1, Reason: "  "}, WantErr: stock.ErrInvalidCommand},
+		{Name: "long reason", When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 1, Reason: strings.Repeat("r", 257)}, WantErr: stock.ErrInvalidCommand},
+		{Name: "bad utf8 reason", When: stock.Adjust{Warehouse: wh, SKU: sku, Counted: 1, Reason: "\xff"}, WantErr: stock.ErrInvalidCommand},
 	})
 }
 
@@ -184,7 +159,7 @@ func TestEvolveState(t *testing.T) {
 	}
 }
 
-// Evolve must never change the state it is given: the runtime keeps the last
+// Evolve must never change the state it is Given: the runtime keeps the last
 // committed state to fall back on when a batch fails.
 func TestEvolveDoesNotMutateInput(t *testing.T) {
 	d := stock.Decider()

@@ -12,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/onceflow/onceflow/internal/devenv"
+	"github.com/onceflow/onceflow/devenv"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
