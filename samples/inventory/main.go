@@ -59,8 +59,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/onceflow/onceflow/actor"
-	"github.com/onceflow/onceflow/eventsource"
 	"github.com/onceflow/onceflow/devenv"
+	"github.com/onceflow/onceflow/eventsource"
 	"github.com/onceflow/onceflow/samples/inventory/api"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 	"github.com/onceflow/onceflow/txn"
