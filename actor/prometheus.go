@@ -29,6 +29,9 @@ import (
 //	                                   writer (reloaded and decided again): alert on it
 //	onceflow_snapshot_errors_total     snapshots refused (state does not survive the codec)
 //	onceflow_rebalance_seconds_max     longest rebalance callback (claims/stops inside Poll)
+//	onceflow_published_events_total    events published to the history topic (repeats included)
+//	onceflow_publish_errors_total      failed publish attempts (retried)
+//	onceflow_publish_lag               events stored but not yet published, owned partitions: alert if it grows
 type Collector struct {
 	rt    *Runtime
 	descs map[string]*prometheus.Desc
@@ -59,6 +62,9 @@ func NewCollector(rt *Runtime) *Collector {
 		"conflicts":    d("version_conflicts_total", "Commits that found an aggregate version already written by another writer."),
 		"snapErrors":   d("snapshot_errors_total", "Snapshots refused: the state does not survive the codec round trip."),
 		"rebalanceMax": d("rebalance_seconds_max", "Longest time spent in one rebalance callback."),
+		"published":    d("published_events_total", "Events published to the history topic (repeats after a crash included)."),
+		"publishErrs":  d("publish_errors_total", "Failed publish attempts (retried with backoff)."),
+		"publishLag":   d("publish_lag", "Events stored but not yet published, over the owned partitions."),
 	}}
 }
 
@@ -94,6 +100,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("misrouted", float64(s.Misrouted))
 	counter("conflicts", float64(s.VersionConflicts))
 	counter("snapErrors", float64(s.SnapshotErrors))
+	counter("published", float64(s.Published))
+	counter("publishErrs", float64(s.PublishErrors))
+	ch <- prometheus.MustNewConstMetric(c.descs["publishLag"], prometheus.GaugeValue, float64(s.PublishLag))
 	ch <- prometheus.MustNewConstMetric(c.descs["owned"], prometheus.GaugeValue, float64(s.OwnedPartitions))
 	ch <- prometheus.MustNewConstMetric(c.descs["haltedNow"], prometheus.GaugeValue, float64(s.HaltedNow))
 	ch <- prometheus.MustNewConstMetric(c.descs["rebalanceMax"], prometheus.GaugeValue, s.RebalanceMax.Seconds())

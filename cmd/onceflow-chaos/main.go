@@ -47,6 +47,9 @@ func run() int {
 	fs.IntVar(&cfg.MaxInstances, "max-instances", def.MaxInstances, "instance slots (add_instance starts an idle one)")
 	fs.IntVar(&cfg.Partitions, "partitions", def.Partitions, "partitions of the command topic")
 	fs.IntVar(&cfg.Rate, "rate", def.Rate, "new commands per second")
+	fs.IntVar(&cfg.SKUs, "skus", def.SKUs, "SKUs per warehouse (two warehouses): the aggregates the load spreads over")
+	fs.DurationVar(&cfg.PassivateAfter, "passivate-after", 0, "the instances' passivation timeout (0: the sample's default, 2m)")
+	highLoad := fs.Bool("high-load", false, "high-load mode: -rate 1500 -skus 1000 (2,000 aggregates) -passivate-after 2s unless given")
 	fs.DurationVar(&cfg.SessionTimeout, "session-timeout", def.SessionTimeout, "consumer group session timeout of the instances")
 	fs.DurationVar(&cfg.DrainTimeout, "drain-timeout", def.DrainTimeout, "bound on resolving unknown outcomes and draining after the load stops")
 	faults := fs.String("faults", strings.Join(def.Faults, ","), "comma-separated fault kinds to inject")
@@ -63,6 +66,19 @@ func run() int {
 			return 0
 		}
 		return 2
+	}
+	if *highLoad {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rate"] {
+			cfg.Rate = 1500
+		}
+		if !set["skus"] {
+			cfg.SKUs = 1000
+		}
+		if !set["passivate-after"] {
+			cfg.PassivateAfter = 2 * time.Second
+		}
 	}
 	cfg.Faults = nil
 	for _, f := range strings.Split(*faults, ",") {

@@ -158,6 +158,7 @@ func (d *deployment) startInstance(ctx context.Context, s *slot) error {
 		"PARTITIONS=" + strconv.Itoa(d.cfg.Partitions),
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
+		"PASSIVATE_AFTER=" + passivate(d.cfg.PassivateAfter),
 		"ONCEFLOW_KAFKA_CONFIG=" + fmt.Sprintf("session.timeout.ms=%d,heartbeat.interval.ms=%d,max.poll.interval.ms=30000,reconnect.backoff.max.ms=1000,socket.connection.setup.timeout.ms=5000",
 			d.cfg.SessionTimeout.Milliseconds(), max(d.cfg.SessionTimeout.Milliseconds()/10, 100)),
 	}
@@ -267,4 +268,11 @@ func (d *deployment) close(keep bool) {
 		_ = os.RemoveAll(filepath.Join(d.dir, "pg"))
 		_ = os.RemoveAll(filepath.Join(d.dir, "kafka"))
 	}
+}
+
+func passivate(d time.Duration) string {
+	if d <= 0 {
+		return "2m"
+	}
+	return d.String()
 }

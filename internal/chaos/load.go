@@ -58,7 +58,7 @@ type targetURL struct {
 	url  string
 }
 
-func newLoadGen(path string, seed int64, rate int, targets func() []targetURL) (*loadGen, error) {
+func newLoadGen(path string, seed int64, rate, skus int, targets func() []targetURL) (*loadGen, error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ func newLoadGen(path string, seed int64, rate int, targets func() []targetURL) (
 		rng:    rand.New(rand.NewPCG(uint64(seed), 0x10ad)), open: map[string][]string{}, unresolved: map[string]*command{},
 		whs: []string{"ams-1", "ber-2"},
 	}
-	for i := range 8 {
+	for i := range skus {
 		g.skus = append(g.skus, fmt.Sprintf("SKU-%02d", i))
 	}
 	return g, nil

@@ -36,6 +36,15 @@ type Config struct {
 	Partitions int
 	// Rate of new commands per second.
 	Rate int
+	// SKUs per warehouse (two warehouses): the aggregates the load spreads
+	// over. Default 8 (16 aggregates).
+	SKUs int
+	// PassivateAfter is the instances' passivation timeout (0: the
+	// sample's default). A short one makes aggregates leave memory and
+	// reload all the time.
+	PassivateAfter time.Duration
+	// Workers bounds the commands in flight (0: 48, or rate/10 when more).
+	Workers int
 	// SessionTimeout of the instances' consumer group sessions; a paused
 	// instance is held past it.
 	SessionTimeout time.Duration
@@ -58,7 +67,7 @@ type Config struct {
 // binaries.
 func DefaultConfig() Config {
 	return Config{
-		Duration: 2 * time.Minute, Seed: 1, Instances: 3, MaxInstances: 5, Partitions: 12, Rate: 30,
+		Duration: 2 * time.Minute, Seed: 1, Instances: 3, MaxInstances: 5, Partitions: 12, Rate: 30, SKUs: 8,
 		SessionTimeout: 3 * time.Second, Faults: AllFaults, RequireAllFaults: true, DrainTimeout: 3 * time.Minute,
 	}
 }
@@ -80,8 +89,14 @@ func (c *Config) validate() error {
 	if c.Partitions < 1 || c.Partitions > 256 {
 		errs = append(errs, fmt.Errorf("partitions must be in [1, 256], got %d", c.Partitions))
 	}
-	if c.Rate < 1 || c.Rate > 1000 {
-		errs = append(errs, fmt.Errorf("rate must be in [1, 1000], got %d", c.Rate))
+	if c.Rate < 1 || c.Rate > 20000 {
+		errs = append(errs, fmt.Errorf("rate must be in [1, 20000], got %d", c.Rate))
+	}
+	if c.SKUs < 1 || c.SKUs > 100_000 {
+		errs = append(errs, fmt.Errorf("SKUs must be in [1, 100000], got %d", c.SKUs))
+	}
+	if c.PassivateAfter < 0 || c.Workers < 0 {
+		errs = append(errs, errors.New("passivation and workers must be >= 0"))
 	}
 	if c.SessionTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("session timeout must be at least 1s, got %v", c.SessionTimeout))
@@ -206,7 +221,7 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	}
 	log.Info("deployment up", "instances", cfg.Instances, "dir", dir)
 
-	load, err := newLoadGen(filepath.Join(dir, "load.jsonl"), cfg.Seed, cfg.Rate, d.targets)
+	load, err := newLoadGen(filepath.Join(dir, "load.jsonl"), cfg.Seed, cfg.Rate, cfg.SKUs, d.targets)
 	if err != nil {
 		return err
 	}
@@ -219,7 +234,11 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	var injected []Injected
 	var injectErr error
 	wg.Add(3)
-	go func() { defer wg.Done(); load.run(phase, 48) }()
+	workers := cfg.Workers
+	if workers == 0 {
+		workers = max(48, cfg.Rate/10)
+	}
+	go func() { defer wg.Done(); load.run(phase, workers) }()
 	go func() { defer wg.Done(); nem.run(phase) }()
 	go func() {
 		defer wg.Done()

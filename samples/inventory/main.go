@@ -21,6 +21,7 @@
 //	-embedded-kafka-port EMBEDDED_KAFKA_PORT  (9092)
 //	-log-format     LOG_FORMAT      text or json (text)
 //	-log-level      LOG_LEVEL       debug, info, warn, error (info)
+//	-passivate-after PASSIVATE_AFTER idle time before an aggregate leaves memory (2m)
 //	-kafka-config   ONCEFLOW_KAFKA_CONFIG  extra librdkafka properties "k=v,k=v"
 //	                                (e.g. session.timeout.ms=3000); onceflow's
 //	                                own properties are refused at start-up
@@ -95,6 +96,7 @@ type config struct {
 	logFormat    string
 	logLevel     slog.Level
 	kafkaConfig  string // extra librdkafka properties "k=v,k=v", validated
+	passivate    time.Duration
 }
 
 // parseConfig reads flags, falling back to environment variables, then to
@@ -137,6 +139,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.IntVar(&c.embeddedPort, "embedded-kafka-port", port, "port of the embedded broker (env EMBEDDED_KAFKA_PORT)")
 	fs.StringVar(&c.logFormat, "log-format", env("LOG_FORMAT", "text"), "log format: text or json (env LOG_FORMAT)")
 	fs.StringVar(&level, "log-level", env("LOG_LEVEL", "info"), "log level: debug, info, warn or error (env LOG_LEVEL)")
+	passivate, err3 := time.ParseDuration(env("PASSIVATE_AFTER", "2m"))
+	if err3 != nil {
+		return config{}, fmt.Errorf("PASSIVATE_AFTER: %w", err3)
+	}
+	fs.DurationVar(&c.passivate, "passivate-after", passivate, "idle `duration` before an aggregate is passivated (env PASSIVATE_AFTER)")
 	fs.StringVar(&c.kafkaConfig, "kafka-config", env("ONCEFLOW_KAFKA_CONFIG", ""), "extra librdkafka properties `k=v,k=v` (env ONCEFLOW_KAFKA_CONFIG), e.g. session.timeout.ms=3000")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: inventory [flags]\n\nThe onceflow inventory sample service. With no configuration it starts an\nembedded Kafka broker and a private Postgres under -data-dir.\n\nFlags:\n")
@@ -296,6 +303,7 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	if c.instanceID != "" {
 		rtOpts = append(rtOpts, actor.WithInstanceID(c.instanceID))
 	}
+	rtOpts = append(rtOpts, actor.WithPassivateAfter(c.passivate))
 	rt, err := actor.NewRuntime(agg, pool, rtOpts...)
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func envOf(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -17,7 +18,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{httpAddr: "127.0.0.1:8080", topic: "inventory.commands", partitions: 12, dataDir: ".onceflow",
-		embeddedPort: 9092, logFormat: "text", logLevel: slog.LevelInfo}
+		embeddedPort: 9092, logFormat: "text", logLevel: slog.LevelInfo, passivate: 2 * time.Minute}
 	if c != want {
 		t.Fatalf("config = %+v\nwant     %+v", c, want)
 	}
