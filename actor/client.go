@@ -58,7 +58,7 @@ func NewClient(ctx context.Context, reg *eventsource.Registry, opts ...ClientOpt
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
-		o.applyClient(&cfg)
+		o.apply(&cfg)
 	}
 	if err := cfg.validateClient(); err != nil {
 		return nil, fmt.Errorf("onceflow: invalid client configuration: %w", err)

@@ -16,5 +16,11 @@ func StallPolls(r *Runtime) (release func()) {
 // address (a proxy the test can cut), so publishing can fail while commands
 // keep flowing.
 func WithPublishBrokers(addr string) Option {
-	return runtimeOption(func(c *config) { c.publishBrokers = addr })
+	return option(func(c *config) { c.publishBrokers = addr })
 }
+
+// Faults are the fault-injection seams (not public API).
+type Faults = faultHooks
+
+// WithFaults installs fault-injection seams for a test.
+func WithFaults(f Faults) Option { return option(func(c *config) { c.faults = f }) }

@@ -146,7 +146,7 @@ func TestZombieCommitIsFenced(t *testing.T) {
 	var releasePolls func()
 	var armed atomic.Bool
 	armed.Store(true)
-	a := e.start("a", actor.WithHooks(actor.Hooks{
+	a := e.start("a", actor.WithFaults(actor.Faults{
 		BeforeCommit: func(_ context.Context, b actor.BatchInfo) {
 			if slices.Contains(b.CommandIDs, "zombie-1") && armed.CompareAndSwap(true, false) {
 				releasePolls = actor.StallPolls(rtA.Load())
@@ -154,8 +154,7 @@ func TestZombieCommitIsFenced(t *testing.T) {
 				<-release
 			}
 		},
-		OnFenced: func(_ actor.BatchInfo, err error) { fenced <- err },
-	}))
+	}), actor.WithHooks(actor.Hooks{OnFenced: func(_ actor.BatchInfo, err error) { fenced <- err }}))
 	rtA.Store(a.rt)
 	owns(t, a, testPartitions)
 	c := e.client()
@@ -230,7 +229,7 @@ func TestZombieCommitIsFenced(t *testing.T) {
 func TestCrashBetweenCommitAndReply(t *testing.T) {
 	e := newEnv(t)
 	crashOnce := map[string]*atomic.Bool{"crash-1": {}, "crash-2": {}}
-	a := e.start("a", actor.WithHooks(actor.Hooks{
+	a := e.start("a", actor.WithFaults(actor.Faults{
 		AfterCommit: func(_ context.Context, b actor.BatchInfo) error {
 			for _, id := range b.CommandIDs {
 				if f, ok := crashOnce[id]; ok && f.CompareAndSwap(false, true) {
@@ -275,7 +274,7 @@ func TestCrashBetweenCommitAndReply(t *testing.T) {
 
 	// A client with the Postgres fallback gets the outcome despite a lost
 	// reply (b crashes after committing crash-2).
-	bHooks := e.start("b2", actor.WithHooks(actor.Hooks{AfterCommit: func(_ context.Context, bi actor.BatchInfo) error {
+	bHooks := e.start("b2", actor.WithFaults(actor.Faults{AfterCommit: func(_ context.Context, bi actor.BatchInfo) error {
 		if slices.Contains(bi.CommandIDs, "crash-2") && crashOnce["crash-2"].CompareAndSwap(false, true) {
 			return errors.New("simulated crash")
 		}

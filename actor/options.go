@@ -43,20 +43,36 @@ const (
 	Halt
 )
 
-// Hooks are callbacks at points of a partition's batch, for tests and
-// instrumentation. They run on the partition's goroutine: a hook that blocks
-// stalls that partition (which is how the fault tests make a zombie).
+// Hooks observe a Runtime: partitions assigned, revoked or lost, batches
+// committed or fenced. They never change what the runtime does. They run on
+// the runtime's goroutines (the poll loop for partition events, the
+// partition's actor for batch events), so keep them fast and non-blocking:
+// count, log, signal a channel.
 type Hooks struct {
-	// BeforeCommit runs after a batch is decided and before its
-	// transaction begins.
-	BeforeCommit func(ctx context.Context, p BatchInfo)
-	// AfterCommit runs after the transaction committed and before replies
-	// are sent. A non-nil error makes the runtime behave as if it crashed
-	// at that point: it stops the partition without sending replies and
-	// reloads it from Postgres.
-	AfterCommit func(ctx context.Context, p BatchInfo) error
+	// OnAssigned runs when a partition was claimed (epoch is its new
+	// epoch) and is about to be consumed.
+	OnAssigned func(partition int32, epoch int64)
+	// OnRevoked runs when a partition is let go (revoked, lost, or at
+	// shutdown); lost is true when Kafka reported the assignment lost
+	// (session expired).
+	OnRevoked func(partition int32, lost bool)
+	// OnCommitted runs after a batch committed, before its replies.
+	OnCommitted func(b BatchInfo)
 	// OnFenced runs when a commit is rejected as fenced.
-	OnFenced func(p BatchInfo, err error)
+	OnFenced func(b BatchInfo, err error)
+}
+
+// faultHooks are the fault-injection seams of the tests (crash right after a
+// commit, stall before one): not part of the public API. Only
+// export_test.go sets them.
+type faultHooks struct {
+	// BeforeCommit runs after a batch is decided and before its
+	// transaction begins; blocking it stalls the partition (a zombie).
+	BeforeCommit func(ctx context.Context, b BatchInfo)
+	// AfterCommit runs after the transaction committed; an error makes the
+	// partition behave as if the process crashed there: no publish
+	// hand-off, no replies, reload from Postgres.
+	AfterCommit func(ctx context.Context, b BatchInfo) error
 }
 
 // BatchInfo describes a batch to hooks.
@@ -92,6 +108,7 @@ type config struct {
 	resultPoll       time.Duration
 	results          *txn.Store
 	hooks            Hooks
+	faults           faultHooks
 	inline           []InlineProjection
 	createTopic      int
 	lockTimeout      time.Duration
@@ -124,110 +141,126 @@ func defaultConfig() config {
 	}
 }
 
-// Option configures a Runtime. Options that also apply to a Client
-// (WithBrokers, WithTopic, WithKafkaConfig, WithLogger, WithReplyTopic) are
-// of type SharedOption and can be passed to both.
-type Option interface{ applyRuntime(*config) }
+// Option configures a Runtime, a Client, or both. One slice serves both, as
+// franz-go's kgo.Opt does:
+//
+//	opts := []actor.Option{actor.WithBrokers(b), actor.WithTopic("bank.commands"), actor.WithBatch(500, 5*time.Millisecond)}
+//	rt, err := actor.NewRuntime(account, pool, opts...)
+//	client, err := actor.NewClient(ctx, reg, opts...)
+//
+// Each option's documentation says whom it applies to; the other ignores it
+// (a Client ignores WithBatch, a Runtime ignores WithSendTimeout).
+type Option interface{ apply(*config) }
 
-// ClientOption configures a Client.
-type ClientOption interface{ applyClient(*config) }
+// ClientOption and SharedOption are Option, kept as names for code written
+// when the Runtime and the Client had separate option types.
+type (
+	ClientOption = Option
+	SharedOption = Option
+)
 
-// SharedOption configures both a Runtime and a Client.
-type SharedOption struct{ fn func(*config) }
+type option func(*config)
 
-func (o SharedOption) applyRuntime(c *config) { o.fn(c) }
-func (o SharedOption) applyClient(c *config)  { o.fn(c) }
-
-type runtimeOption func(*config)
-
-func (o runtimeOption) applyRuntime(c *config) { o(c) }
-
-type clientOption func(*config)
-
-func (o clientOption) applyClient(c *config) { o(c) }
+func (o option) apply(c *config) { o(c) }
 
 // WithBrokers sets the Kafka bootstrap servers ("host:port,host:port"). Required.
-func WithBrokers(bootstrap string) SharedOption {
-	return SharedOption{func(c *config) { c.brokers = bootstrap }}
+func WithBrokers(bootstrap string) Option {
+	return option(func(c *config) { c.brokers = bootstrap })
 }
 
 // WithTopic sets the command topic. Required.
-func WithTopic(topic string) SharedOption { return SharedOption{func(c *config) { c.topic = topic }} }
+func WithTopic(topic string) Option { return option(func(c *config) { c.topic = topic }) }
 
 // WithReplyTopic sets the topic outcomes are sent to. Default: the command
 // topic + ".replies". The runtime replies to the topic named in each
 // command's header, so this matters for the Client (and for topic creation).
-func WithReplyTopic(topic string) SharedOption {
-	return SharedOption{func(c *config) { c.replyTopic = topic }}
+func WithReplyTopic(topic string) Option {
+	return option(func(c *config) { c.replyTopic = topic })
 }
 
 // WithKafkaConfig adds librdkafka properties (for example security
 // settings). Properties the exactly-once protocol depends on
 // (enable.auto.commit, enable.auto.offset.store, group.id, isolation) are
 // rejected by validation.
-func WithKafkaConfig(props map[string]string) SharedOption {
-	return SharedOption{func(c *config) { maps.Copy(c.kafka, props) }}
+func WithKafkaConfig(props map[string]string) Option {
+	return option(func(c *config) { maps.Copy(c.kafka, props) })
 }
 
 // WithLogger sets the structured logger (default slog.Default()).
-func WithLogger(l *slog.Logger) SharedOption { return SharedOption{func(c *config) { c.log = l }} }
+func WithLogger(l *slog.Logger) Option { return option(func(c *config) { c.log = l }) }
 
 // WithCreateTopics makes the Runtime or Client create its topics with
 // partitions partitions (replication factor from the broker default) when
 // they do not exist. Off by default: production topics are usually created
 // by their owners.
-func WithCreateTopics(partitions int) SharedOption {
-	return SharedOption{func(c *config) { c.createTopic = partitions }}
+func WithCreateTopics(partitions int) Option {
+	return option(func(c *config) { c.createTopic = partitions })
 }
 
 // WithGroup sets the consumer group id. Default "onceflow." + aggregate type.
 // Changing it on a running deployment starts a new set of claims at offset 0:
 // every command would be consumed again (and answered from command_results,
 // so not applied twice, but slowly).
-func WithGroup(group string) Option { return runtimeOption(func(c *config) { c.group = group }) }
+//
+// Runtime only.
+func WithGroup(group string) Option { return option(func(c *config) { c.group = group }) }
 
 // WithInstanceID names this instance in claim rows and logs. Default
 // hostname-pid-random.
+//
+// Runtime only.
 func WithInstanceID(id string) Option {
-	return runtimeOption(func(c *config) { c.instanceID = id })
+	return option(func(c *config) { c.instanceID = id })
 }
 
 // WithGroupProtocol selects classic (cooperative-sticky, default) or the
 // KIP-848 consumer protocol.
+//
+// Runtime only.
 func WithGroupProtocol(p GroupProtocol) Option {
-	return runtimeOption(func(c *config) { c.protocol = p })
+	return option(func(c *config) { c.protocol = p })
 }
 
 // WithBatch sets the most records per batch transaction (default 1000) and
 // how long a partition waits for more records before committing a partial
 // batch (default 10ms). maxRecords=1 gives one transaction per command.
+//
+// Runtime only.
 func WithBatch(maxRecords int, maxWait time.Duration) Option {
-	return runtimeOption(func(c *config) { c.maxRecords, c.maxWait = maxRecords, maxWait })
+	return option(func(c *config) { c.maxRecords, c.maxWait = maxRecords, maxWait })
 }
 
 // WithPassivateAfter sets how long an aggregate may stay idle in memory
 // before its actor is stopped (default 2m). Its state is reloaded from
 // Postgres on its next command.
+//
+// Runtime only.
 func WithPassivateAfter(d time.Duration) Option {
-	return runtimeOption(func(c *config) { c.passivate = d })
+	return option(func(c *config) { c.passivate = d })
 }
 
 // WithFailurePolicy sets what happens to records that cannot be handled.
+//
+// Runtime only.
 func WithFailurePolicy(p FailurePolicy) Option {
-	return runtimeOption(func(c *config) { c.onFailure = p })
+	return option(func(c *config) { c.onFailure = p })
 }
 
 // WithRevokeTimeout bounds how long a revoke waits for a partition's
 // in-flight batch to commit before letting the partition go (default 10s).
 // A batch that commits later is rejected by the fence.
+//
+// Runtime only.
 func WithRevokeTimeout(d time.Duration) Option {
-	return runtimeOption(func(c *config) { c.revokeTimeout = d })
+	return option(func(c *config) { c.revokeTimeout = d })
 }
 
 // WithClaimLockTimeout bounds how long claiming a partition waits for the
 // previous owner's in-flight transaction (default 5s).
+//
+// Runtime only.
 func WithClaimLockTimeout(d time.Duration) Option {
-	return runtimeOption(func(c *config) { c.lockTimeout = d })
+	return option(func(c *config) { c.lockTimeout = d })
 }
 
 // WithRebalanceTimeout bounds the work done inside one Kafka rebalance
@@ -239,24 +272,30 @@ func WithClaimLockTimeout(d time.Duration) Option {
 // commit is rejected by the fence). It is lowered to half of
 // max.poll.interval.ms when that is set lower; keep it above
 // WithClaimLockTimeout so a claim that waits for a lock can still succeed.
+//
+// Runtime only.
 func WithRebalanceTimeout(d time.Duration) Option {
-	return runtimeOption(func(c *config) { c.rebalanceTimeout = d })
+	return option(func(c *config) { c.rebalanceTimeout = d })
 }
 
 // WithAutoMigrate(false) stops Run from applying onceflow's schema
 // migrations (txn.Migrate) at start, for teams that migrate in a deploy step
 // (`onceflow migrate`). Default true. With it off, Run fails at the first
 // statement if the schema is missing or old.
+//
+// Runtime only.
 func WithAutoMigrate(on bool) Option {
-	return runtimeOption(func(c *config) { c.noMigrate = !on })
+	return option(func(c *config) { c.noMigrate = !on })
 }
 
 // WithPublishing turns publishing of stored events to Kafka on or off
 // (default on): every event to the history topic and every aggregate's
 // latest state to the compacted state topic (see WithEventTopics), after
 // commit, by the partition's owner.
+//
+// Runtime only.
 func WithPublishing(on bool) Option {
-	return runtimeOption(func(c *config) { c.publish = on })
+	return option(func(c *config) { c.publish = on })
 }
 
 // WithEventTopics names the history topic (every stored event, in seq order
@@ -265,33 +304,43 @@ func WithPublishing(on bool) Option {
 // empty state name turns state publishing off. The runtime creates missing
 // ones with the command topic's partition count: the history topic with
 // unlimited retention, the state topic compacted.
+//
+// Runtime only.
 func WithEventTopics(history, state string) Option {
-	return runtimeOption(func(c *config) {
+	return option(func(c *config) {
 		c.historyTopic, c.stateTopic = history, state
 		c.publishState = state != ""
 	})
 }
 
-// WithHooks installs batch hooks (tests, instrumentation).
-func WithHooks(h Hooks) Option { return runtimeOption(func(c *config) { c.hooks = h }) }
+// WithHooks installs observing hooks (instrumentation, tests).
+//
+// Runtime only.
+func WithHooks(h Hooks) Option { return option(func(c *config) { c.hooks = h }) }
 
 // WithInlineProjection adds a projection that runs inside every batch
 // transaction. Several run in the order given.
+//
+// Runtime only.
 func WithInlineProjection(p InlineProjection) Option {
-	return runtimeOption(func(c *config) { c.inline = append(c.inline, p) })
+	return option(func(c *config) { c.inline = append(c.inline, p) })
 }
 
 // WithSendTimeout sets how long Client.Send waits for an outcome when ctx
 // has no earlier deadline (default 30s).
-func WithSendTimeout(d time.Duration) ClientOption {
-	return clientOption(func(c *config) { c.sendTimeout = d })
+//
+// Client only.
+func WithSendTimeout(d time.Duration) Option {
+	return option(func(c *config) { c.sendTimeout = d })
 }
 
 // WithResults lets the Client read outcomes from Postgres when a reply is
 // slow or lost: after the poll interval (default 1s) without a reply it
 // looks the command id up in command_results, and again every interval.
-func WithResults(store *txn.Store, poll time.Duration) ClientOption {
-	return clientOption(func(c *config) {
+//
+// Client only.
+func WithResults(store *txn.Store, poll time.Duration) Option {
+	return option(func(c *config) {
 		c.results = store
 		if poll > 0 {
 			c.resultPoll = poll

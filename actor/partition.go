@@ -235,14 +235,14 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 		}
 		b := p.assemble(items, snaps)
 		info := BatchInfo{Key: p.claim.PartitionKey, Epoch: p.claim.Epoch, FirstOffset: int64(recs[0].TopicPartition.Offset), NextOffset: b.NextOffset, Records: len(recs)}
-		if hooks := p.rt.cfg.hooks; hooks.BeforeCommit != nil || hooks.AfterCommit != nil || hooks.OnFenced != nil {
+		if hooks, faults := p.rt.cfg.hooks, p.rt.cfg.faults; hooks.OnCommitted != nil || hooks.OnFenced != nil || faults.BeforeCommit != nil || faults.AfterCommit != nil {
 			for _, it := range items {
 				if it.hasID {
 					info.CommandIDs = append(info.CommandIDs, it.env.commandID)
 				}
 			}
 		}
-		if h := p.rt.cfg.hooks.BeforeCommit; h != nil {
+		if h := p.rt.cfg.faults.BeforeCommit; h != nil {
 			h(p.ctx, info)
 		}
 		start := time.Now()
@@ -253,11 +253,11 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			p.rt.metrics.observeCommit(len(recs), len(b.Events), time.Since(start))
 			p.claim.NextOffset, p.claim.NextSeq = committed.NextOffset, committed.NextSeq
 			p.committed.Store(committed.NextOffset)
-			if h := p.rt.cfg.hooks.AfterCommit; h != nil {
+			if h := p.rt.cfg.faults.AfterCommit; h != nil {
 				if herr := h(p.ctx, info); herr != nil {
 					// As a crash right after the commit: no publish hand-off,
 					// no replies (the next publisher reads Postgres).
-					p.log.Warn("after-commit hook failed: restarting the partition without replies", "err", herr)
+					p.log.Warn("injected crash after commit: restarting the partition without replies", "err", herr)
 					p.shutdown(actx)
 					p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
 					return
@@ -265,6 +265,9 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			}
 			if p.pub != nil {
 				p.pub.offer(b.Events, states, committed.NextSeq-1)
+			}
+			if h := p.rt.cfg.hooks.OnCommitted; h != nil {
+				h(info)
 			}
 			p.reply(items)
 			p.rt.mirrorOffset(p.claim.PartitionKey, committed.NextOffset)

@@ -45,8 +45,8 @@ var (
 // Runtime dead-letters records that arrived on another partition than the
 // one their key maps to; the Client places records with it. Give both the
 // same value, and configure any other producer of the command topic alike.
-func WithPartitioner(p Partitioner) SharedOption {
-	return SharedOption{func(c *config) { c.partitioner = p }}
+func WithPartitioner(p Partitioner) Option {
+	return option(func(c *config) { c.partitioner = p })
 }
 
 func (p Partitioner) validate() error {

@@ -196,7 +196,7 @@ func (e *env) checkStates(t *testing.T, topic string) {
 func TestEventsArePublishedInOrderThroughRebalanceAndCrash(t *testing.T) {
 	e := newEnv(t)
 	var crashes atomic.Int64
-	a := e.start("a", actor.WithHooks(actor.Hooks{AfterCommit: func(_ context.Context, b actor.BatchInfo) error {
+	a := e.start("a", actor.WithFaults(actor.Faults{AfterCommit: func(_ context.Context, b actor.BatchInfo) error {
 		if b.Records > 0 && crashes.Load() < 3 && b.FirstOffset%50 == 7 {
 			crashes.Add(1)
 			return errors.New("simulated crash after commit, before publish")

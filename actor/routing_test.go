@@ -151,7 +151,7 @@ func TestVersionConflictReloadsAndNeverHalts(t *testing.T) {
 	e := newEnv(t)
 	fw := &foreignWriter{pool: e.pool, agg: e.agg.Type}
 	var persist atomic.Bool
-	a := e.start("a", actor.WithHooks(actor.Hooks{BeforeCommit: func(ctx context.Context, b actor.BatchInfo) {
+	a := e.start("a", actor.WithFaults(actor.Faults{BeforeCommit: func(ctx context.Context, b actor.BatchInfo) {
 		if persist.Load() {
 			for _, id := range b.CommandIDs {
 				if id == "c-persist" {

@@ -119,7 +119,7 @@ func NewRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
-		o.applyRuntime(&cfg)
+		o.apply(&cfg)
 	}
 	if cfg.group == "" {
 		cfg.group = "onceflow." + agg.Type
@@ -225,6 +225,9 @@ func (r *Runtime) Run(ctx context.Context) error {
 	var all []int32
 	for p := range r.handles {
 		all = append(all, p)
+		if h := r.cfg.hooks.OnRevoked; h != nil {
+			h(p, false)
+		}
 	}
 	r.stopPartitions(all, r.cfg.revokeTimeout)
 	r.waitPublishers(10 * time.Second)
@@ -489,6 +492,9 @@ func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	}
 	r.healthMu.Unlock()
 	log.Info("partition claimed", "next_offset", claim.NextOffset, "next_seq", claim.NextSeq)
+	if h := r.cfg.hooks.OnAssigned; h != nil {
+		h(claim.Partition, claim.Epoch)
+	}
 }
 
 // stopPartitions lets partitions go, concurrently: each actor finishes its
@@ -557,6 +563,9 @@ func (r *Runtime) revoke(c *kafka.Consumer, parts []kafka.TopicPartition) {
 			}
 			r.cfg.log.Info("partition revoked", "partition", p, "lost", lost)
 			stop = append(stop, p)
+			if h := r.cfg.hooks.OnRevoked; h != nil {
+				h(p, lost)
+			}
 		}
 		if r.kassigned[p] {
 			delete(r.kassigned, p)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -269,5 +270,52 @@ func TestConcurrentSendsOfOneIDEachGetTheirOwnReply(t *testing.T) {
 	}
 	if n := countRows(t, e.pool, `SELECT count(*) FROM onceflow.events WHERE aggregate_id = 's'`); n != 10 {
 		t.Fatalf("%d events, want 10", n)
+	}
+}
+
+// One option slice configures both the Runtime and the Client (each ignores
+// the other's options), and the public hooks observe assignment, commits
+// and revocation.
+func TestOneOptionSliceAndObservingHooks(t *testing.T) {
+	e := newEnv(t)
+	var assigned, committed, revoked atomic.Int64
+	opts := []actor.Option{
+		actor.WithBrokers(e.brokers), actor.WithTopic(e.topic), actor.WithKafkaConfig(e.kafka), actor.WithLogger(testLogger(t)),
+		actor.WithGroup(e.group), actor.WithBatch(50, 2*time.Millisecond), actor.WithKafkaConfig(fastGroup), // runtime only
+		actor.WithSendTimeout(30 * time.Second), // client only
+		actor.WithHooks(actor.Hooks{
+			OnAssigned:  func(int32, int64) { assigned.Add(1) },
+			OnCommitted: func(b actor.BatchInfo) { committed.Add(int64(b.Records)) },
+			OnRevoked:   func(int32, bool) { revoked.Add(1) },
+		}),
+	}
+	rt, err := actor.NewRuntime(e.agg, e.pool, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ccancel()
+	c, err := actor.NewClient(cctx, e.agg.Registry, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := range 5 {
+		if _, err := send(t, c, Deposit{Account: fmt.Sprintf("o-%d", i), Amount: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if assigned.Load() != testPartitions || committed.Load() < 5 {
+		t.Fatalf("hooks saw %d assignments and %d committed records, want %d and >= 5", assigned.Load(), committed.Load(), testPartitions)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if revoked.Load() != testPartitions {
+		t.Fatalf("hooks saw %d partitions let go on shutdown, want %d", revoked.Load(), testPartitions)
 	}
 }
