@@ -86,7 +86,7 @@ func newPublisher(r *Runtime, claim txn.Claim, log *slog.Logger) *publisher {
 		in: make(chan *handoff, 256), done: make(chan struct{})}
 	p.committed.Store(claim.NextSeq - 1)
 	start := claim.PublishedSeq
-	if unsafeSkipPublish && start > 0 && start < claim.NextSeq-1 {
+	if unsafeSkipPublish && start > 0 {
 		// Only in builds with the onceflow_unsafe_skip_publish tag, which
 		// break the promise on purpose so the chaos checker can show it
 		// catches a gap (see publisher_unsafe_on.go).
