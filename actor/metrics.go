@@ -43,6 +43,10 @@ type Stats struct {
 	// PublishLag the events stored but not yet published, over the owned
 	// partitions.
 	Published, PublishErrors, PublishLag int64
+	// PublishTransactions counts committed Kafka transactions of the
+	// publishers (Published / PublishTransactions is the events per
+	// transaction).
+	PublishTransactions int64
 }
 
 type metrics struct {
@@ -53,7 +57,7 @@ type metrics struct {
 	owned                                         atomic.Int64
 	misrouted, conflicts, snapshotErrors          atomic.Int64
 	rebalanceMaxNanos                             atomic.Int64
-	published, publishErrors                      atomic.Int64
+	published, publishErrors, publishTxns         atomic.Int64
 }
 
 func (m *metrics) observeRebalance(d time.Duration) {
@@ -95,6 +99,6 @@ func (m *metrics) snapshot() Stats {
 		CommitTimeSum: time.Duration(m.commitNanos.Load()), OwnedPartitions: int(m.owned.Load()),
 		Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
 		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
-		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(),
+		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(), PublishTransactions: m.publishTxns.Load(),
 	}
 }
