@@ -8,7 +8,7 @@ SEED     ?= 1
 FUZZTIME ?= 20s
 CHAOS_BIN = .onceflow/bin/onceflow-chaos
 
-.PHONY: all build test vet fmt fmt-check demo bench clean help chaos chaos-bite fuzz
+.PHONY: all build test vet fmt fmt-check demo bench clean help chaos chaos-high chaos-bite fuzz
 
 all: fmt-check vet build ## check formatting, vet and build
 
@@ -39,6 +39,10 @@ bench: ## run the benchmark command (writes a report)
 chaos: ## fault harness: 3-5 service processes, broker, Postgres, seeded faults, exactly-once checker (DURATION=2m SEED=1)
 	$(GO) build -o $(CHAOS_BIN) ./cmd/onceflow-chaos
 	$(CHAOS_BIN) -duration $(DURATION) -seed $(SEED)
+
+chaos-high: ## fault harness, high-load mode: 1500 cmds/s offered over 2,000 aggregates, 2s passivation, same checker (DURATION=2m SEED=1)
+	$(GO) build -o $(CHAOS_BIN) ./cmd/onceflow-chaos
+	$(CHAOS_BIN) -duration $(DURATION) -seed $(SEED) -high-load -require-all-faults=false
 
 chaos-bite: ## the checker's self-test: the harness against protocol-breaking builds (offset before state; a skipped publish) must report violations
 	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 20m -run 'TestUnsafeBuildIsCaught|TestSkippedPublishIsCaught' -v ./internal/chaos

@@ -43,7 +43,7 @@ type Config struct {
 	// sample's default). A short one makes aggregates leave memory and
 	// reload all the time.
 	PassivateAfter time.Duration
-	// Workers bounds the commands in flight (0: 48, or rate/10 when more).
+	// Workers bounds the commands in flight (0: 48, or rate/2 when more).
 	Workers int
 	// SessionTimeout of the instances' consumer group sessions; a paused
 	// instance is held past it.
@@ -236,7 +236,7 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	wg.Add(3)
 	workers := cfg.Workers
 	if workers == 0 {
-		workers = max(48, cfg.Rate/10)
+		workers = max(48, cfg.Rate/2)
 	}
 	go func() { defer wg.Done(); load.run(phase, workers) }()
 	go func() { defer wg.Done(); nem.run(phase) }()
@@ -382,6 +382,9 @@ func (r *Report) Summary() string {
 	s += fmt.Sprintf("  outcomes   %v (answers seen %v, %d answered as duplicates)\n", r.Check.Outcomes, r.Check.Answers, r.Check.DuplicateAnswers)
 	s += fmt.Sprintf("  store      %d records on the topic (%d duplicates), %d events over %d aggregates, %d dead letters\n",
 		r.Check.Records, r.Check.DuplicateRecords, r.Check.Events, r.Check.Aggregates, r.Check.DeadLetters)
+	if r.DroppedTicks > 0 {
+		s += fmt.Sprintf("  load       %d ticks of the %d/s schedule dropped (every worker busy): the service could not keep up\n", r.DroppedTicks, r.Rate)
+	}
 	s += fmt.Sprintf("  published  %d history records (%d repeats of an earlier seq), latest state of %d aggregates\n",
 		r.Check.HistoryRecords, r.Check.HistoryRepeats, r.Check.StateKeys)
 	s += fmt.Sprintf("  faults     %v (%d failed to inject)\n", r.Faults, r.FaultErrors)
