@@ -122,6 +122,7 @@ type Env struct {
 	logf        func(format string, args ...any)
 
 	closeOnce sync.Once
+	closeMu   sync.Mutex                        // guards closers: containers start concurrently
 	closers   []func(ctx context.Context) error // run in reverse order
 	closeErr  error
 }
@@ -312,8 +313,12 @@ func (e *Env) Close() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		var errs []error
-		for i := len(e.closers) - 1; i >= 0; i-- {
-			if err := e.closers[i](ctx); err != nil {
+		e.closeMu.Lock()
+		closers := e.closers
+		e.closers = nil
+		e.closeMu.Unlock()
+		for i := len(closers) - 1; i >= 0; i-- {
+			if err := closers[i](ctx); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -322,7 +327,11 @@ func (e *Env) Close() error {
 	return e.closeErr
 }
 
-func (e *Env) onClose(f func(ctx context.Context) error) { e.closers = append(e.closers, f) }
+func (e *Env) onClose(f func(ctx context.Context) error) {
+	e.closeMu.Lock()
+	e.closers = append(e.closers, f)
+	e.closeMu.Unlock()
+}
 
 // causeOf returns an error's message without an EnvError's fix line.
 func causeOf(err error) string {
