@@ -442,18 +442,13 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 			continue
 		}
 		// The fold of the stored events, as a reader would compute it.
-		fold := stock.Initial()
-		for _, e := range evs {
-			v, err := c.reg.Decode(e.Type, e.Data)
-			ev, ok := v.(stock.Event)
-			if err != nil || !ok {
-				c.fail(VState, "aggregate %s: event v%d (%s) cannot be decoded: %v", agg, e.Version, e.Type, err)
-				break
-			}
-			fold = stock.Evolve(fold, ev)
+		fold, err := c.fold(evs, func(e Event, fold stock.State) {
 			if s, ok := snaps[agg]; ok && s.Version == e.Version {
 				c.snapshot(agg, s, fold)
 			}
+		})
+		if err != nil {
+			c.fail(VState, "aggregate %s: %v", agg, err)
 		}
 		if err := stockInvariants(fold); err != nil {
 			c.fail(VInvariant, "aggregate %s: folded state: %v", agg, err)
@@ -465,6 +460,25 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 			c.fail(VState, "aggregate %s: snapshot at version %d, only %d events", agg, s.Version, len(evs))
 		}
 	}
+}
+
+// fold folds an aggregate's stored events (in version order) from the
+// initial state, calling each (when set) with every event and the state
+// after it. It stops at the first event that cannot be decoded.
+func (c *checker) fold(evs []Event, each func(e Event, s stock.State)) (stock.State, error) {
+	s := stock.Initial()
+	for _, e := range evs {
+		v, err := c.reg.Decode(e.Type, e.Data)
+		ev, ok := v.(stock.Event)
+		if err != nil || !ok {
+			return s, fmt.Errorf("event v%d (%s) cannot be decoded: %v", e.Version, e.Type, err)
+		}
+		s = stock.Evolve(s, ev)
+		if each != nil {
+			each(e, s)
+		}
+	}
+	return s, nil
 }
 
 func (c *checker) snapshot(agg string, s Snapshot, fold stock.State) {
@@ -621,14 +635,9 @@ func (c *checker) stateTopic() {
 	for _, agg := range slices.Sorted(maps.Keys(byAgg)) {
 		evs := byAgg[agg]
 		sort.Slice(evs, func(i, j int) bool { return evs[i].Version < evs[j].Version })
-		fold := stock.Initial()
-		for _, e := range evs {
-			v, err := c.reg.Decode(e.Type, e.Data)
-			ev, ok := v.(stock.Event)
-			if err != nil || !ok {
-				return // reported by model
-			}
-			fold = stock.Evolve(fold, ev)
+		fold, err := c.fold(evs, nil)
+		if err != nil {
+			return // reported by model
 		}
 		r, ok := latest[agg]
 		if !ok {
