@@ -437,61 +437,14 @@ func dropBelow(recs []*kafka.Message, off int64) []*kafka.Message {
 	return out
 }
 
-// prepare parses and decodes records. It changes no state.
+// prepare parses and decodes records (decodeBatch). It changes no state.
 func (p *partitionActor) prepare(recs []*kafka.Message) []*item {
-	items := make([]*item, len(recs))
-	seen := make(map[string]*item, len(recs))
-	for i, m := range recs {
-		it := &item{msg: m, offset: int64(m.TopicPartition.Offset)}
-		items[i] = it
-		env, err := parseEnvelope(m)
-		it.env = env
-		it.hasID = env.commandID != ""
-		it.hash = requestHash(env.typeName, m.Value)
-		if it.hasID {
-			if first, ok := seen[env.commandID]; ok {
-				it.status, it.dupOf = statusBatchDuplicate, first
-				continue
-			}
-			seen[env.commandID] = it
-		}
-		if err != nil {
-			it.status, it.reason = statusDeadLetter, err.Error()
-			continue
-		}
-		cmd, aggID, err := p.rt.h.decode(env.typeName, m.Value)
-		if err != nil {
-			it.status, it.reason = statusDeadLetter, fmt.Sprintf("decode command: %v", err)
-			continue
-		}
-		if aggID != env.key {
-			it.status, it.reason = statusDeadLetter, fmt.Sprintf("record key %q does not match the command's aggregate id %q", env.key, aggID)
-			continue
-		}
-		if reason := p.misrouted(m.Key); reason != "" {
-			it.status, it.reason, it.misrouted = statusDeadLetter, reason, true
-			continue
-		}
-		it.cmd, it.aggID = cmd, aggID
-	}
-	return items
+	return decodeBatch(recs, p.rt.h.decode, p.routing())
 }
 
-// misrouted returns why a record with key must not be handled on this
-// partition, or "" when its key maps here under the runtime's partitioner.
-// Handling it here would make this partition a second writer of an
-// aggregate that another partition owns.
-func (p *partitionActor) misrouted(key []byte) string {
-	n := p.rt.partitions.Load()
-	if n <= 0 {
-		return "" // count unknown (metadata failed): the version check at commit still guards
-	}
-	pt := p.rt.cfg.partitioner
-	if want := pt.Partition(key, n); want != p.claim.Partition {
-		return fmt.Sprintf("misrouted: aggregate %q arrived on partition %d of %q but belongs to partition %d (%s partitioner, %d partitions): its producer uses another partitioner or an explicit partition; produce it keyed by the aggregate id with the %s partitioner (or configure WithPartitioner to match the producers)",
-			key, p.claim.Partition, p.claim.Topic, want, pt.Name, n, pt.Name)
-	}
-	return ""
+// routing is what decodeBatch checks record keys against.
+func (p *partitionActor) routing() routing {
+	return routing{topic: p.claim.Topic, partition: p.claim.Partition, partitions: p.rt.partitions.Load(), partitioner: p.rt.cfg.partitioner}
 }
 
 // markDuplicates finds command ids that already have a stored result for
@@ -629,44 +582,10 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 	return snaps, states, nil
 }
 
-// assemble builds the batch transaction's contents in record order and
-// assigns the gap-free seqs.
+// assemble builds the batch transaction (assembleBatch) and adds the
+// inline projections as the handler's own SQL.
 func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *txn.Batch {
-	key := p.claim.PartitionKey
-	aggType := p.rt.h.aggregateType()
-	b := &txn.Batch{Claim: p.claim, Snapshots: snaps, NextOffset: items[len(items)-1].offset + 1}
-	seq := p.claim.NextSeq
-	for _, it := range items {
-		res := txn.CommandResult{CommandID: it.env.commandID, PartitionKey: key, Offset: it.offset, AggregateType: aggType, AggregateID: it.aggID, RequestHash: it.hash}
-		switch it.status {
-		case statusAccepted:
-			if len(it.events) > 0 {
-				it.firstSeq = seq
-				for j, ev := range it.events {
-					b.Events = append(b.Events, eventsource.StoredEvent{
-						Topic: key.Topic, Partition: key.Partition, Seq: seq, AggregateType: aggType, AggregateID: it.aggID,
-						Version: it.firstVersion + int64(j), Type: ev.typeName, Data: ev.data, CommandID: it.env.commandID,
-					})
-					seq++
-				}
-				it.lastSeq = seq - 1
-			}
-			res.Outcome, res.FirstVersion, res.LastVersion, res.FirstSeq, res.LastSeq = txn.OutcomeAccepted, it.firstVersion, it.lastVersion, it.firstSeq, it.lastSeq
-			b.Results = append(b.Results, res)
-		case statusRejected:
-			res.Outcome, res.Reason = txn.OutcomeRejected, it.reason
-			b.Results = append(b.Results, res)
-		case statusDeadLetter:
-			b.DeadLetters = append(b.DeadLetters, txn.DeadLetter{
-				PartitionKey: key, Offset: it.offset, CommandID: it.env.commandID,
-				Key: it.msg.Key, Value: it.msg.Value, Headers: headersMap(it.msg), Error: it.reason,
-			})
-			if it.hasID {
-				res.Outcome, res.Reason = txn.OutcomeDeadLettered, it.reason
-				b.Results = append(b.Results, res)
-			}
-		}
-	}
+	b := assembleBatch(p.claim, p.rt.h.aggregateType(), items, snaps)
 	if len(p.rt.cfg.inline) > 0 && len(b.Events) > 0 {
 		events, projs := b.Events, p.rt.cfg.inline
 		b.InTx = func(ctx context.Context, tx pgx.Tx) error {

@@ -248,34 +248,12 @@ func (p *publisher) run(ctx context.Context) {
 // for them, from the hand-offs when they continue pos, from Postgres
 // otherwise; and the hand-offs still pending.
 func (p *publisher) next(ctx context.Context, pos int64, pending []*handoff) ([]eventsource.StoredEvent, map[string]stateRec, []*handoff, error) {
-	for len(pending) > 0 {
-		h := pending[0]
-		first, last := h.events[0].Seq, h.events[len(h.events)-1].Seq
-		switch {
-		case last <= pos: // already published (by the catch-up)
-			pending = pending[1:]
-			continue
-		case first <= pos+1:
-			// Coalesce the contiguous hand-offs already queued into one
-			// Kafka transaction (a later state of an aggregate replaces an
-			// earlier one): under load, one transaction per many commits.
-			events, states := h.events[pos+1-first:], h.states
-			pending = pending[1:]
-			for len(pending) > 0 && len(events) < publishBatch && pending[0].events[0].Seq == events[len(events)-1].Seq+1 {
-				nh := pending[0]
-				pending = pending[1:]
-				events = append(events[:len(events):len(events)], nh.events...)
-				if len(nh.states) > 0 {
-					merged := make(map[string]stateRec, len(states)+len(nh.states))
-					maps.Copy(merged, states)
-					maps.Copy(merged, nh.states)
-					states = merged
-				}
-			}
-			return events, states, pending, nil
-		}
-		break
+	events, states, rest, ok := takeHandoffs(pos, pending, publishBatch)
+	if ok {
+		return events, states, rest, nil
 	}
+	pending = rest
+	var err error
 	// Catch up from Postgres, up to the first hand-off.
 	limit := publishBatch
 	if len(pending) > 0 {
@@ -283,7 +261,7 @@ func (p *publisher) next(ctx context.Context, pos int64, pending []*handoff) ([]
 	}
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	events, err := p.rt.es.ReadPartition(rctx, p.key.Topic, p.key.Partition, pos+1, limit)
+	events, err = p.rt.es.ReadPartition(rctx, p.key.Topic, p.key.Partition, pos+1, limit)
 	if err != nil {
 		return nil, nil, pending, err
 	}
@@ -293,8 +271,40 @@ func (p *publisher) next(ctx context.Context, pos int64, pending []*handoff) ([]
 	if events[0].Seq != pos+1 {
 		return nil, nil, pending, fmt.Errorf("event store of %s[%d] has seq %d after %d: a gap (the store is corrupt or was edited)", p.key.Topic, p.key.Partition, events[0].Seq, pos)
 	}
-	states, err := p.loadStates(rctx, events)
+	states, err = p.loadStates(rctx, events)
 	return events, states, pending, err
+}
+
+// takeHandoffs returns the events to publish after pos from the queued
+// hand-offs, when the first one still needed continues pos: hand-offs
+// already published are dropped, a partly published one is trimmed, and the
+// contiguous ones queued behind it are coalesced (up to limit events; a
+// later state of an aggregate replaces an earlier one), so that under load
+// one Kafka transaction carries many commits. ok is false when pos is not
+// continued (the events in between must be read from Postgres); rest is
+// then the queue without the hand-offs already published.
+func takeHandoffs(pos int64, pending []*handoff, limit int) (events []eventsource.StoredEvent, states map[string]stateRec, rest []*handoff, ok bool) {
+	for len(pending) > 0 && pending[0].events[len(pending[0].events)-1].Seq <= pos {
+		pending = pending[1:] // already published (by a catch-up)
+	}
+	if len(pending) == 0 || pending[0].events[0].Seq > pos+1 {
+		return nil, nil, pending, false
+	}
+	h := pending[0]
+	events, states = h.events[pos+1-h.events[0].Seq:], h.states
+	pending = pending[1:]
+	for len(pending) > 0 && len(events) < limit && pending[0].events[0].Seq == events[len(events)-1].Seq+1 {
+		nh := pending[0]
+		pending = pending[1:]
+		events = append(events[:len(events):len(events)], nh.events...)
+		if len(nh.states) > 0 {
+			merged := make(map[string]stateRec, len(states)+len(nh.states))
+			maps.Copy(merged, states)
+			maps.Copy(merged, nh.states)
+			states = merged
+		}
+	}
+	return events, states, pending, true
 }
 
 // loadStates reads the current state of the aggregates of events (at least
