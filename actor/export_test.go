@@ -1,5 +1,10 @@
 package actor
 
+import (
+	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/txn"
+)
+
 // StallPolls freezes r's poll loop (as SIGSTOP would freeze the process's
 // consumer) until release is called. librdkafka's background threads keep
 // running, so the group evicts the instance once max.poll.interval.ms passes.
@@ -24,3 +29,9 @@ type Faults = faultHooks
 
 // WithFaults installs fault-injection seams for a test.
 func WithFaults(f Faults) Option { return option(func(c *config) { c.faults = f }) }
+
+// NewRuntimeInMemory builds a Runtime on an in-memory backend (txn/txnmem):
+// the fast tests of the pipeline run without Postgres.
+func NewRuntimeInMemory[S, C, E any](agg *eventsource.Aggregate[S, C, E], backend txn.Backend, reader eventsource.Reader, opts ...Option) (*Runtime, error) {
+	return newRuntime(agg, nil, backend, reader, opts...)
+}

@@ -26,8 +26,8 @@ type Runtime struct {
 	cfg     config
 	h       handler
 	pool    *pgxpool.Pool
-	store   *txn.Store
-	es      *eventsource.EventStore
+	store   txn.Backend
+	es      eventsource.Reader
 	metrics metrics
 	running atomic.Bool
 	stopped atomic.Bool
@@ -111,11 +111,17 @@ const fenceGrace = 30 * time.Second
 // NewRuntime validates agg and the options and returns a Runtime. It does
 // not connect to anything: Run does.
 func NewRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.Pool, opts ...Option) (*Runtime, error) {
-	if err := agg.Validate(); err != nil {
-		return nil, fmt.Errorf("onceflow: %w", err)
-	}
 	if pool == nil {
 		return nil, errors.New("onceflow: NewRuntime: pool is nil")
+	}
+	return newRuntime(agg, pool, nil, nil, opts...)
+}
+
+// newRuntime builds a Runtime on pool, or on backend and reader when they
+// are given (the in-memory store of the fast tests).
+func newRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.Pool, backend txn.Backend, reader eventsource.Reader, opts ...Option) (*Runtime, error) {
+	if err := agg.Validate(); err != nil {
+		return nil, fmt.Errorf("onceflow: %w", err)
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -135,13 +141,17 @@ func NewRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.
 		return nil, fmt.Errorf("onceflow: invalid runtime configuration: partition.assignment.strategy %q: onceflow needs incremental rebalancing (cooperative-sticky, or WithGroupProtocol(ProtocolConsumer))", s)
 	}
 	cfg.log = cfg.log.With("group", cfg.group, "topic", cfg.topic, "instance", cfg.instanceID)
-	return &Runtime{
-		cfg:   cfg,
-		h:     typedHandler[S, C, E]{agg: agg},
-		pool:  pool,
-		store: txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log)),
-		es:    eventsource.NewEventStore(pool),
-	}, nil
+	r := &Runtime{cfg: cfg, h: typedHandler[S, C, E]{agg: agg}, pool: pool, store: backend, es: reader}
+	if pool != nil {
+		r.store = txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log))
+		r.es = eventsource.NewEventStore(pool)
+	} else {
+		r.cfg.noMigrate = true // nothing to migrate in memory
+		if len(cfg.inline) > 0 {
+			return nil, errors.New("onceflow: inline projections need Postgres (a pgx.Tx)")
+		}
+	}
+	return r, nil
 }
 
 // InstanceID returns the name this instance uses in claim rows.

@@ -259,3 +259,15 @@ func (s *EventStore) Written(ctx context.Context, aggregateType string, fromVers
 	}
 	return out, nil
 }
+
+// Reader is what the runtime reads from an event store: aggregates to
+// rebuild, a partition's events by seq, and which aggregates were written
+// by someone else. *EventStore implements it on Postgres; txn/txnmem in
+// memory.
+type Reader interface {
+	Load(ctx context.Context, aggregateType string, ids []string) (map[string]Loaded, error)
+	ReadPartition(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]StoredEvent, error)
+	Written(ctx context.Context, aggregateType string, fromVersion map[string]int64) ([]string, error)
+}
+
+var _ Reader = (*EventStore)(nil)

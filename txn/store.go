@@ -472,3 +472,20 @@ func (s *Store) MarkPublished(ctx context.Context, key PartitionKey, epoch, seq 
 	}
 	return nil
 }
+
+// Backend is what the runtime's partition pipeline needs from its store:
+// claims with epochs, the fenced batch commit with its sinks, command
+// results, halts and publish positions. *Store implements it on Postgres;
+// txn/txnmem implements it in memory, with the same fencing and uniqueness
+// rules, for fast tests. A Backend is safe for concurrent use.
+type Backend interface {
+	Claim(ctx context.Context, key PartitionKey, owner string) (Claim, error)
+	ReadClaim(ctx context.Context, key PartitionKey) (Claim, error)
+	Commit(ctx context.Context, b *Batch) (Committed, error)
+	LookupResults(ctx context.Context, aggregateType string, ids []string) (map[string]CommandResult, error)
+	Halt(ctx context.Context, key PartitionKey, epoch int64, reason string) error
+	Resume(ctx context.Context, key PartitionKey) (bool, error)
+	MarkPublished(ctx context.Context, key PartitionKey, epoch, seq int64) error
+}
+
+var _ Backend = (*Store)(nil)

@@ -17,6 +17,7 @@ import (
 	"github.com/onceflow/onceflow/eventsource"
 	"github.com/onceflow/onceflow/internal/testenv"
 	"github.com/onceflow/onceflow/txn"
+	"github.com/onceflow/onceflow/txn/backendtest"
 )
 
 var testKey = txn.PartitionKey{Group: "g", Topic: "cmds", Partition: 3}
@@ -665,4 +666,12 @@ func TestHaltAndResume(t *testing.T) {
 	if c2 := mustClaim(t, s, testKey, "B"); c2.HaltedAt != nil || c2.HaltReason != "" {
 		t.Fatalf("new claim kept the halt: %+v", c2)
 	}
+}
+
+// The Postgres store meets the same Backend contract as the in-memory one.
+func TestBackendContract(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) (txn.Backend, eventsource.Reader) {
+		s := newStore(t)
+		return s, eventsource.NewEventStore(s.Pool())
+	})
 }

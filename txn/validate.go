@@ -170,3 +170,8 @@ func validate(b *Batch) error {
 	}
 	return nil
 }
+
+// ValidateBatch reports what is malformed in a batch, without a database
+// (an error wrapping ErrInvalidBatch): the checks Store.Commit runs first.
+// Other Backend implementations run the same checks.
+func ValidateBatch(b *Batch) error { return validateBatch(b) }
