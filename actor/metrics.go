@@ -47,6 +47,8 @@ type Stats struct {
 	// publishers (Published / PublishTransactions is the events per
 	// transaction).
 	PublishTransactions int64
+	// PublishedOutbox counts outbox records sent to their topics.
+	PublishedOutbox int64
 }
 
 type metrics struct {
@@ -58,6 +60,7 @@ type metrics struct {
 	misrouted, conflicts, snapshotErrors          atomic.Int64
 	rebalanceMaxNanos                             atomic.Int64
 	published, publishErrors, publishTxns         atomic.Int64
+	publishedOutbox                               atomic.Int64
 }
 
 func (m *metrics) observeRebalance(d time.Duration) {
@@ -99,6 +102,6 @@ func (m *metrics) snapshot() Stats {
 		CommitTimeSum: time.Duration(m.commitNanos.Load()), OwnedPartitions: int(m.owned.Load()),
 		Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
 		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
-		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(), PublishTransactions: m.publishTxns.Load(),
+		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(), PublishTransactions: m.publishTxns.Load(), PublishedOutbox: m.publishedOutbox.Load(),
 	}
 }

@@ -73,6 +73,9 @@ type faultHooks struct {
 	// partition behave as if the process crashed there: no publish
 	// hand-off, no replies, reload from Postgres.
 	AfterCommit func(ctx context.Context, b BatchInfo) error
+	// Outbox, when set, returns outbox records to store with an accepted
+	// command (as a handler that emits commands will).
+	Outbox func(commandID string) []txn.OutboxRecord
 }
 
 // BatchInfo describes a batch to hooks.

@@ -234,6 +234,18 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			}
 		}
 		b := p.assemble(items, snaps)
+		if f := p.rt.cfg.faults.Outbox; f != nil {
+			// Tests only: records a handler would produce (no handler kind
+			// produces outbox records yet).
+			for _, it := range items {
+				if it.status == statusAccepted {
+					for _, r := range f(it.env.commandID) {
+						r.Seq = p.claim.NextOutboxSeq + int64(len(b.Outbox))
+						b.Outbox = append(b.Outbox, r)
+					}
+				}
+			}
+		}
 		info := BatchInfo{Key: p.claim.PartitionKey, Epoch: p.claim.Epoch, FirstOffset: int64(recs[0].TopicPartition.Offset), NextOffset: b.NextOffset, Records: len(recs)}
 		if hooks, faults := p.rt.cfg.hooks, p.rt.cfg.faults; hooks.OnCommitted != nil || hooks.OnFenced != nil || faults.BeforeCommit != nil || faults.AfterCommit != nil {
 			for _, it := range items {
@@ -251,7 +263,7 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 		switch {
 		case err == nil:
 			p.rt.metrics.observeCommit(len(recs), len(b.Events), time.Since(start))
-			p.claim.NextOffset, p.claim.NextSeq = committed.NextOffset, committed.NextSeq
+			p.claim.NextOffset, p.claim.NextSeq, p.claim.NextOutboxSeq = committed.NextOffset, committed.NextSeq, committed.NextOutboxSeq
 			p.committed.Store(committed.NextOffset)
 			if h := p.rt.cfg.faults.AfterCommit; h != nil {
 				if herr := h(p.ctx, info); herr != nil {
@@ -264,7 +276,7 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 				}
 			}
 			if p.pub != nil {
-				p.pub.offer(b.Events, states, committed.NextSeq-1)
+				p.pub.offer(b.Events, states, committed.NextSeq-1, committed.NextOutboxSeq-1)
 			}
 			if h := p.rt.cfg.hooks.OnCommitted; h != nil {
 				h(info)
@@ -277,10 +289,10 @@ func (p *partitionActor) process(actx pa.Context, recs []*kafka.Message) {
 			// lost). Postgres is the truth: reload and continue after it.
 			p.log.Warn("commit found the claim already advanced by this owner; reloading", "next_offset", fe.Current.NextOffset)
 			p.resetChildren(actx)
-			p.claim.NextOffset, p.claim.NextSeq = fe.Current.NextOffset, fe.Current.NextSeq
+			p.claim.NextOffset, p.claim.NextSeq, p.claim.NextOutboxSeq = fe.Current.NextOffset, fe.Current.NextSeq, fe.Current.NextOutboxSeq
 			p.committed.Store(fe.Current.NextOffset)
 			if p.pub != nil {
-				p.pub.offer(nil, nil, fe.Current.NextSeq-1) // it reads them from Postgres
+				p.pub.offer(nil, nil, fe.Current.NextSeq-1, fe.Current.NextOutboxSeq-1) // it reads them from Postgres
 			}
 			p.replyStored(items, fe.Current.NextOffset)
 			recs = dropBelow(recs, fe.Current.NextOffset)

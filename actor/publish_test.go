@@ -320,3 +320,95 @@ func TestNewOwnerCatchesUpFromPostgres(t *testing.T) {
 	e.checkHistory(t, e.topic+".events")
 	e.checkStates(t, e.topic+".state")
 }
+
+// Records a handler puts in the outbox are stored in the batch's
+// transaction and sent to their topics after commit by the same publisher,
+// each outbox seq of every source partition at least once, also across
+// crashes right after a commit.
+func TestOutboxRecordsAreSentAfterCommit(t *testing.T) {
+	e := newEnv(t)
+	out := e.topic + ".out"
+	e.createTopic(t, out, 3)
+	var crashes atomic.Int64
+	a := e.start("a", actor.WithFaults(actor.Faults{
+		Outbox: func(id string) []txn.OutboxRecord {
+			return []txn.OutboxRecord{{Topic: out, Key: []byte(id), Value: []byte("sent-by-" + id), Headers: map[string]string{"cause": id}}}
+		},
+		AfterCommit: func(_ context.Context, b actor.BatchInfo) error {
+			if b.FirstOffset%5 == 2 && crashes.Add(1) <= 3 {
+				return errors.New("simulated crash after commit, before publish")
+			}
+			return nil
+		},
+	}))
+	owns(t, a, testPartitions)
+	c := e.client(actor.WithResults(txn.NewStore(e.pool), time.Second))
+	ids := map[string]bool{}
+	for i := range 40 {
+		id := fmt.Sprintf("o-%d", i)
+		if _, err := send(t, c, Deposit{Account: fmt.Sprintf("acc-%d", i%6), Amount: 1}, actor.WithCommandID(id)); err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+	}
+	var stored int
+	if err := e.pool.QueryRow(context.Background(), `SELECT count(*) FROM onceflow.outbox`).Scan(&stored); err != nil || stored != 40 {
+		t.Fatalf("%d outbox rows (%v), want one per accepted command: 40", stored, err)
+	}
+	recs := e.readTopic(t, out, func(recs []topicRecord) error {
+		seen := map[string]bool{}
+		for _, r := range recs {
+			seen[r.key] = true
+		}
+		if len(seen) < len(ids) {
+			return fmt.Errorf("%d of %d outbox records sent", len(seen), len(ids))
+		}
+		return nil
+	})
+	seqs := map[string]map[int64]bool{}
+	for _, r := range recs {
+		if !ids[r.key] || string(r.value) != "sent-by-"+r.key || r.headers["cause"] != r.key || r.headers[actor.HeaderOutboxSeq] == "" {
+			t.Fatalf("outbox record %q %q %v", r.key, r.value, r.headers)
+		}
+		sp := r.headers[actor.HeaderSourcePartition]
+		if seqs[sp] == nil {
+			seqs[sp] = map[int64]bool{}
+		}
+		n, _ := strconv.ParseInt(r.headers[actor.HeaderOutboxSeq], 10, 64)
+		seqs[sp][n] = true
+	}
+	for sp, set := range seqs {
+		for n := int64(1); n <= int64(len(set)); n++ {
+			if !set[n] {
+				t.Fatalf("source partition %s: outbox seq %d missing of 1..%d", sp, n, len(set))
+			}
+		}
+	}
+	eventually(t, 30*time.Second, "the outbox lag to reach 0", func() error {
+		if st := a.rt.Stats(); st.PublishLag != 0 || st.PublishedOutbox < 40 {
+			return fmt.Errorf("%+v", st)
+		}
+		return nil
+	})
+	t.Logf("%d outbox records sent for 40 stored, %d crashes after commit", len(recs), min(crashes.Load(), 3))
+}
+
+// createTopic creates a topic on the test broker.
+func (e *env) createTopic(t *testing.T, topic string, partitions int) {
+	t.Helper()
+	cm := kafka.ConfigMap{"bootstrap.servers": e.brokers, "enable.metrics.push": false}
+	for k, v := range e.kafka {
+		cm[k] = v
+	}
+	admin, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := admin.CreateTopics(ctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1}})
+	if err != nil || (res[0].Error.Code() != kafka.ErrNoError && res[0].Error.Code() != kafka.ErrTopicAlreadyExists) {
+		t.Fatalf("create topic %s: %v %v", topic, err, res)
+	}
+}

@@ -51,6 +51,9 @@ const (
 	HeaderAggregateType   = "onceflow-aggregate-type"
 	HeaderVersion         = "onceflow-version"
 	HeaderEventType       = "onceflow-event-type"
+	// HeaderOutboxSeq is the outbox seq of a record the publisher sent
+	// from the outbox (with the source topic and partition headers).
+	HeaderOutboxSeq = "onceflow-outbox-seq"
 )
 
 // publishBatch bounds the events of one Kafka transaction read from
@@ -78,8 +81,12 @@ type publisher struct {
 
 	committed atomic.Int64 // last committed seq of the partition
 	published atomic.Int64 // last seq published (Kafka transaction committed)
-	lastErr   atomic.Pointer[string]
-	done      chan struct{}
+	// The same for the outbox: records the handlers produced, sent to their
+	// topics in the same kind of Kafka transactions.
+	committedOut atomic.Int64
+	publishedOut atomic.Int64
+	lastErr      atomic.Pointer[string]
+	done         chan struct{}
 }
 
 func newPublisher(r *Runtime, claim txn.Claim, log *slog.Logger) *publisher {
@@ -94,14 +101,22 @@ func newPublisher(r *Runtime, claim txn.Claim, log *slog.Logger) *publisher {
 		start++
 	}
 	p.published.Store(start)
+	p.committedOut.Store(claim.NextOutboxSeq - 1)
+	p.publishedOut.Store(claim.PublishedOutboxSeq)
 	return p
 }
 
 // offer hands a committed batch to the publisher. It never blocks: when the
 // queue is full the hand-off is dropped and the publisher reads those events
 // from Postgres instead.
-func (p *publisher) offer(events []eventsource.StoredEvent, states map[string]stateRec, committedSeq int64) {
+func (p *publisher) offer(events []eventsource.StoredEvent, states map[string]stateRec, committedSeq, committedOutboxSeq int64) {
 	p.committed.Store(committedSeq)
+	if committedOutboxSeq > p.committedOut.Swap(committedOutboxSeq) {
+		select {
+		case p.in <- &handoff{}: // wake the publisher: outbox records to send
+		default:
+		}
+	}
 	if len(events) == 0 {
 		return
 	}
@@ -111,7 +126,14 @@ func (p *publisher) offer(events []eventsource.StoredEvent, states map[string]st
 	}
 }
 
-func (p *publisher) lag() int64 { return max(p.committed.Load()-p.published.Load(), 0) }
+func (p *publisher) lag() int64 {
+	return max(p.committed.Load()-p.published.Load(), 0) + max(p.committedOut.Load()-p.publishedOut.Load(), 0)
+}
+
+// behind reports whether events or outbox records wait to be published.
+func (p *publisher) behind() bool {
+	return p.published.Load() < p.committed.Load() || p.publishedOut.Load() < p.committedOut.Load()
+}
 
 func (p *publisher) err() string {
 	if e := p.lastErr.Load(); e != nil {
@@ -173,8 +195,7 @@ func (p *publisher) run(ctx context.Context) {
 				break drain
 			}
 		}
-		pos := p.published.Load()
-		if pos < p.committed.Load() {
+		if p.behind() {
 			if prod == nil {
 				var err error
 				if prod, err = p.newProducer(ctx); err != nil {
@@ -188,10 +209,25 @@ func (p *publisher) run(ctx context.Context) {
 					continue
 				}
 			}
-			events, states, rest, err := p.next(ctx, pos, pending)
-			pending = rest
-			if err == nil && len(events) > 0 {
-				err = prod.publish(ctx, p, events, states)
+			var (
+				events []eventsource.StoredEvent
+				states map[string]stateRec
+				recs   []txn.OutboxRecord
+				err    error
+			)
+			if pos := p.published.Load(); pos < p.committed.Load() {
+				events, states, pending, err = p.next(ctx, pos, pending)
+			}
+			if pos := p.publishedOut.Load(); err == nil && pos < p.committedOut.Load() {
+				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				recs, err = p.rt.store.ReadOutbox(rctx, p.key.Topic, p.key.Partition, pos+1, publishBatch)
+				cancel()
+				if err == nil && len(recs) > 0 && recs[0].Seq != pos+1 {
+					err = fmt.Errorf("outbox of %s[%d] has seq %d after %d: a gap (the store is corrupt or was edited)", p.key.Topic, p.key.Partition, recs[0].Seq, pos)
+				}
+			}
+			if err == nil && (len(events) > 0 || len(recs) > 0) {
+				err = prod.publish(ctx, p, events, states, recs)
 			}
 			if err != nil {
 				prod.close()
@@ -202,9 +238,14 @@ func (p *publisher) run(ctx context.Context) {
 				continue
 			}
 			if len(events) > 0 {
-				last := events[len(events)-1].Seq
-				p.published.Store(last)
+				p.published.Store(events[len(events)-1].Seq)
 				p.rt.metrics.published.Add(int64(len(events)))
+			}
+			if len(recs) > 0 {
+				p.publishedOut.Store(recs[len(recs)-1].Seq)
+				p.rt.metrics.publishedOutbox.Add(int64(len(recs)))
+			}
+			if len(events) > 0 || len(recs) > 0 {
 				p.rt.metrics.publishTxns.Add(1)
 				dirty = true
 			}
@@ -227,7 +268,7 @@ func (p *publisher) run(ctx context.Context) {
 				p.log.Warn("recording the published position failed; will retry (a new owner may publish those events again)", "err", err)
 			}
 		}
-		if p.published.Load() < p.committed.Load() {
+		if p.behind() {
 			continue
 		}
 		var markSoon <-chan time.Time
@@ -284,8 +325,8 @@ func (p *publisher) next(ctx context.Context, pos int64, pending []*handoff) ([]
 // continued (the events in between must be read from Postgres); rest is
 // then the queue without the hand-offs already published.
 func takeHandoffs(pos int64, pending []*handoff, limit int) (events []eventsource.StoredEvent, states map[string]stateRec, rest []*handoff, ok bool) {
-	for len(pending) > 0 && pending[0].events[len(pending[0].events)-1].Seq <= pos {
-		pending = pending[1:] // already published (by a catch-up)
+	for len(pending) > 0 && (len(pending[0].events) == 0 || pending[0].events[len(pending[0].events)-1].Seq <= pos) {
+		pending = pending[1:] // already published (by a catch-up), or only a wake-up
 	}
 	if len(pending) == 0 || pending[0].events[0].Seq > pos+1 {
 		return nil, nil, pending, false
@@ -293,7 +334,7 @@ func takeHandoffs(pos int64, pending []*handoff, limit int) (events []eventsourc
 	h := pending[0]
 	events, states = h.events[pos+1-h.events[0].Seq:], h.states
 	pending = pending[1:]
-	for len(pending) > 0 && len(events) < limit && pending[0].events[0].Seq == events[len(events)-1].Seq+1 {
+	for len(pending) > 0 && len(events) < limit && len(pending[0].events) > 0 && pending[0].events[0].Seq == events[len(events)-1].Seq+1 {
 		nh := pending[0]
 		pending = pending[1:]
 		events = append(events[:len(events):len(events)], nh.events...)
@@ -350,7 +391,7 @@ const markEvery = 100 * time.Millisecond
 func (p *publisher) mark(ctx context.Context) error {
 	mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return p.rt.store.MarkPublished(mctx, p.key, p.epoch, p.published.Load())
+	return p.rt.store.MarkPublished(mctx, p.key, p.epoch, p.published.Load(), p.publishedOut.Load())
 }
 
 // newProducer starts a transactional producer for this partition, after
@@ -372,6 +413,11 @@ func (p *publisher) newProducer(ctx context.Context) (*txnProducer, error) {
 	}
 	if b := p.rt.cfg.publishBrokers; b != "" {
 		m["bootstrap.servers"] = b
+	}
+	// Outbox records are keyed by their destination's aggregate id: place
+	// them with the runtime's partitioner.
+	if pt := p.rt.cfg.partitioner.Librdkafka; pt != "" {
+		m["partitioner"] = pt
 	}
 	m["transactional.id"] = fmt.Sprintf("onceflow.publish.%s.%d", p.key.Topic, p.key.Partition)
 	m["go.delivery.reports"] = false
@@ -414,7 +460,7 @@ func (t *txnProducer) close() {
 }
 
 // publish writes events and states in one Kafka transaction.
-func (t *txnProducer) publish(ctx context.Context, p *publisher, events []eventsource.StoredEvent, states map[string]stateRec) error {
+func (t *txnProducer) publish(ctx context.Context, p *publisher, events []eventsource.StoredEvent, states map[string]stateRec, recs []txn.OutboxRecord) error {
 	if err := t.p.BeginTransaction(); err != nil {
 		return fmt.Errorf("begin transaction: %w", err)
 	}
@@ -467,6 +513,23 @@ func (t *txnProducer) publish(ctx context.Context, p *publisher, events []events
 			},
 		}); err != nil {
 			return fmt.Errorf("produce to %q: %w", cfg.stateTopic, err)
+		}
+	}
+	for i := range recs {
+		r := &recs[i]
+		hs := make([]kafka.Header, 0, len(r.Headers)+3)
+		for k, v := range r.Headers {
+			hs = append(hs, kafka.Header{Key: k, Value: []byte(v)})
+		}
+		hs = append(hs,
+			kafka.Header{Key: HeaderSourceTopic, Value: []byte(p.key.Topic)},
+			kafka.Header{Key: HeaderSourcePartition, Value: srcPart},
+			kafka.Header{Key: HeaderOutboxSeq, Value: strconv.AppendInt(nil, r.Seq, 10)})
+		if err := produce(&kafka.Message{
+			TopicPartition: kafka.TopicPartition{Topic: &r.Topic, Partition: kafka.PartitionAny},
+			Key:            r.Key, Value: r.Value, Headers: hs,
+		}); err != nil {
+			return fmt.Errorf("produce outbox record %d to %q: %w", r.Seq, r.Topic, err)
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -56,10 +56,12 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at, halted_at, halt_reason, published_seq`
+const claimColumns = `group_id, topic, partition, epoch, owner, next_offset, next_seq, claimed_at, halted_at, halt_reason,
+	published_seq, next_outbox_seq, published_outbox_seq`
 
 func scanClaim(row pgx.Row, c *Claim) error {
-	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt, &c.HaltedAt, &c.HaltReason, &c.PublishedSeq)
+	return row.Scan(&c.Group, &c.Topic, &c.Partition, &c.Epoch, &c.Owner, &c.NextOffset, &c.NextSeq, &c.ClaimedAt, &c.HaltedAt, &c.HaltReason,
+		&c.PublishedSeq, &c.NextOutboxSeq, &c.PublishedOutboxSeq)
 }
 
 // Claim takes ownership of a partition for owner: it inserts the claim row if
@@ -93,9 +95,10 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 		// the events already stored, so (topic, partition, seq) stays
 		// gap-free and unique.
 		return scanClaim(tx.QueryRow(ctx, `
-			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at, next_seq)
+			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at, next_seq, next_outbox_seq)
 			VALUES ($1, $2, $3, 1, $4, now(),
-			        coalesce((SELECT max(seq) + 1 FROM onceflow.events WHERE topic = $2 AND partition = $3), 1))
+			        coalesce((SELECT max(seq) + 1 FROM onceflow.events WHERE topic = $2 AND partition = $3), 1),
+			        coalesce((SELECT max(seq) + 1 FROM onceflow.outbox WHERE topic = $2 AND partition = $3), 1))
 			ON CONFLICT (group_id, topic, partition) DO UPDATE
 			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at,
 			    halted_at = NULL, halt_reason = ''
@@ -170,7 +173,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 		return Committed{}, err
 	}
 	key := b.Claim.PartitionKey
-	next := Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events))}
+	next := Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events)), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
 
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -197,11 +200,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	// and vanishes on rollback, so moving next_offset early is harmless.
 	tag, err := tx.Exec(ctx, `
 		UPDATE onceflow.partition_claims
-		SET next_offset = $1, next_seq = $2, committed_at = now()
+		SET next_offset = $1, next_seq = $2, next_outbox_seq = $9, committed_at = now()
 		WHERE group_id = $3 AND topic = $4 AND partition = $5
-		  AND epoch = $6 AND next_offset = $7 AND next_seq = $8`,
+		  AND epoch = $6 AND next_offset = $7 AND next_seq = $8 AND next_outbox_seq = $10`,
 		next.NextOffset, next.NextSeq, key.Group, key.Topic, key.Partition,
-		b.Claim.Epoch, b.Claim.NextOffset, b.Claim.NextSeq)
+		b.Claim.Epoch, b.Claim.NextOffset, b.Claim.NextSeq, next.NextOutboxSeq, b.Claim.NextOutboxSeq)
 	if err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced update: %w", key.Topic, key.Partition, err)
 	}
@@ -236,6 +239,9 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
 	if err := copyDeadLetters(ctx, tx, key, b.DeadLetters); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+	}
+	if err := copyOutbox(ctx, tx, key, b.Outbox); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
 	if b.InTx != nil {
@@ -295,6 +301,45 @@ func copyDeadLetters(ctx context.Context, tx pgx.Tx, key PartitionKey, dls []Dea
 		return fmt.Errorf("store dead letters: %w", err)
 	}
 	return nil
+}
+
+func copyOutbox(ctx context.Context, tx pgx.Tx, key PartitionKey, recs []OutboxRecord) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	src := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+		r := &recs[i]
+		h := make(map[string]string, len(r.Headers))
+		for k, v := range r.Headers {
+			h[cleanText(k)] = cleanText(v)
+		}
+		return []any{key.Topic, key.Partition, r.Seq, r.Topic, r.Key, r.Value, h}, nil
+	})
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "outbox"},
+		[]string{"topic", "partition", "seq", "dest_topic", "key", "value", "headers"}, src)
+	if err != nil {
+		return fmt.Errorf("store outbox records: %w", err)
+	}
+	return nil
+}
+
+// ReadOutbox returns up to limit outbox records of a source partition with
+// seq >= fromSeq, in seq order. limit <= 0 means 1000.
+func (s *Store) ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]OutboxRecord, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	rows, _ := s.pool.Query(ctx, `SELECT topic, partition, seq, dest_topic, key, value, headers, recorded_at FROM onceflow.outbox
+		WHERE topic = $1 AND partition = $2 AND seq >= $3 ORDER BY seq LIMIT $4`, topic, partition, fromSeq, limit)
+	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
+		var r OutboxRecord
+		err := row.Scan(&r.SourceTopic, &r.SourcePartition, &r.Seq, &r.Topic, &r.Key, &r.Value, &r.Headers, &r.RecordedAt)
+		return r, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("txn: read outbox %s[%d]: %w", topic, partition, err)
+	}
+	return recs, nil
 }
 
 // cleanText makes s storable in a text or jsonb column: Postgres rejects
@@ -443,8 +488,8 @@ func (s *Store) Resume(ctx context.Context, key PartitionKey) (wasHalted bool, e
 	return halted, nil
 }
 
-// MarkPublished records that every event of the partition up to seq has been
-// published to Kafka, as long as epoch still owns the partition (otherwise
+// MarkPublished records that every event of the partition up to seq, and
+// every outbox record up to outboxSeq, has been published to Kafka, as long as epoch still owns the partition (otherwise
 // ErrFenced: the new owner publishes from its own position). The position
 // never moves back.
 //
@@ -452,15 +497,16 @@ func (s *Store) Resume(ctx context.Context, key PartitionKey) (wasHalted bool, e
 // Postgres crash only makes the next owner publish those events again (a
 // repeat of an earlier seq, which readers dedupe), never skip one, so the
 // update does not need to wait for a WAL flush.
-func (s *Store) MarkPublished(ctx context.Context, key PartitionKey, epoch, seq int64) error {
+func (s *Store) MarkPublished(ctx context.Context, key PartitionKey, epoch, seq, outboxSeq int64) error {
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE onceflow.partition_claims SET published_seq = greatest(published_seq, $1)
+		tag, err := tx.Exec(ctx, `UPDATE onceflow.partition_claims
+			SET published_seq = greatest(published_seq, $1), published_outbox_seq = greatest(published_outbox_seq, $6)
 			WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`,
-			seq, key.Group, key.Topic, key.Partition, epoch)
+			seq, key.Group, key.Topic, key.Partition, epoch, outboxSeq)
 		n = tag.RowsAffected()
 		return err
 	})
@@ -485,7 +531,8 @@ type Backend interface {
 	LookupResults(ctx context.Context, aggregateType string, ids []string) (map[string]CommandResult, error)
 	Halt(ctx context.Context, key PartitionKey, epoch int64, reason string) error
 	Resume(ctx context.Context, key PartitionKey) (bool, error)
-	MarkPublished(ctx context.Context, key PartitionKey, epoch, seq int64) error
+	MarkPublished(ctx context.Context, key PartitionKey, epoch, seq, outboxSeq int64) error
+	ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]OutboxRecord, error)
 }
 
 var _ Backend = (*Store)(nil)

@@ -263,7 +263,7 @@ func TestCommitHappyPath(t *testing.T) {
 	if !inTxRan {
 		t.Error("InTx did not run")
 	}
-	if got != (txn.Committed{NextOffset: 6, NextSeq: 6}) {
+	if got != (txn.Committed{NextOffset: 6, NextSeq: 6, NextOutboxSeq: 1}) {
 		t.Fatalf("Committed = %+v", got)
 	}
 	claim, _ := s.ReadClaim(ctx, testKey)
@@ -307,7 +307,7 @@ func TestCommitHappyPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got2 != (txn.Committed{NextOffset: 9, NextSeq: 9}) {
+	if got2 != (txn.Committed{NextOffset: 9, NextSeq: 9, NextOutboxSeq: 1}) {
 		t.Fatalf("second Committed = %+v", got2)
 	}
 	evs, err := es.ReadPartition(ctx, testKey.Topic, testKey.Partition, 1, 0)
@@ -327,7 +327,7 @@ func TestCommitEmptyBatchMovesOffset(t *testing.T) {
 	s := newStore(t)
 	c := mustClaim(t, s, testKey, "A")
 	got, err := s.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 100})
-	if err != nil || got != (txn.Committed{NextOffset: 100, NextSeq: 1}) {
+	if err != nil || got != (txn.Committed{NextOffset: 100, NextSeq: 1, NextOutboxSeq: 1}) {
 		t.Fatalf("Commit = %+v, %v", got, err)
 	}
 }

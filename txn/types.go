@@ -32,6 +32,22 @@ type Claim struct {
 	// PublishedSeq is the last event seq of the partition published to
 	// Kafka (history and state topics); 0 when none.
 	PublishedSeq int64
+	// NextOutboxSeq is the next gap-free outbox seq of the partition;
+	// PublishedOutboxSeq the last one sent to Kafka (0 when none).
+	NextOutboxSeq      int64
+	PublishedOutboxSeq int64
+}
+
+// OutboxRecord is a record a handler produced in a batch's transaction, to
+// be sent to Topic after commit by the partition's publisher, in Seq order.
+type OutboxRecord struct {
+	SourceTopic     string // the writer's command topic and partition
+	SourcePartition int32
+	Seq             int64 // gap-free per source partition, from Claim.NextOutboxSeq
+	Topic           string
+	Key, Value      []byte
+	Headers         map[string]string
+	RecordedAt      time.Time
 }
 
 // Outcome is how a command ended.
@@ -99,6 +115,10 @@ type Batch struct {
 	Results []CommandResult
 	// DeadLetters of this batch.
 	DeadLetters []DeadLetter
+	// Outbox records to send after commit. Their Seq must run
+	// Claim.NextOutboxSeq, +1, ... (SourceTopic and SourcePartition may be
+	// left empty: the claim's).
+	Outbox []OutboxRecord
 	// InTx, when set, runs inside the transaction after the fenced offset
 	// update and the writes above, just before COMMIT (for inline read
 	// models). It runs only when the fence held, so it never does work for
@@ -108,8 +128,9 @@ type Batch struct {
 
 // Committed is the claim position after a successful Commit.
 type Committed struct {
-	NextOffset int64
-	NextSeq    int64
+	NextOffset    int64
+	NextSeq       int64
+	NextOutboxSeq int64
 }
 
 // DeadLetterQuery selects dead letters; zero fields match everything.

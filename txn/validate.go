@@ -121,16 +121,33 @@ func validate(b *Batch) error {
 		snaps[k] = struct{}{}
 	}
 
-	ids := make(map[string]struct{}, len(b.Results))
+	for i := range b.Outbox {
+		o := &b.Outbox[i]
+		if want := c.NextOutboxSeq + int64(i); o.Seq != want {
+			return fmt.Errorf("outbox record %d: seq %d, want %d (outbox seqs run from the claim's next_outbox_seq %d without gaps)", i, o.Seq, want, c.NextOutboxSeq)
+		}
+		if (o.SourceTopic != "" && o.SourceTopic != c.Topic) || (o.SourceTopic != "" && o.SourcePartition != c.Partition) {
+			return fmt.Errorf("outbox record %d: source %s[%d], want the claim's %s[%d] (or leave it empty)", i, o.SourceTopic, o.SourcePartition, c.Topic, c.Partition)
+		}
+		if err := checkID("outbox record topic", o.Topic); err != nil {
+			return fmt.Errorf("outbox record %d (seq %d): %w", i, o.Seq, err)
+		}
+	}
+	if len(b.Outbox) > 0 && c.NextOutboxSeq < 1 {
+		return fmt.Errorf("claim next_outbox_seq %d out of range (outbox seqs start at 1)", c.NextOutboxSeq)
+	}
+
+	type resultID struct{ id, typ string }
+	ids := make(map[resultID]struct{}, len(b.Results))
 	for i := range b.Results {
 		r := &b.Results[i]
 		if err := checkID("command id", r.CommandID); err != nil {
 			return fmt.Errorf("result %d: %w", i, err)
 		}
-		if _, dup := ids[r.CommandID]; dup {
-			return fmt.Errorf("result %d: command id %q appears twice in the batch", i, r.CommandID)
+		if _, dup := ids[resultID{r.CommandID, r.AggregateType}]; dup {
+			return fmt.Errorf("result %d: command id %q of aggregate type %q appears twice in the batch", i, r.CommandID, r.AggregateType)
 		}
-		ids[r.CommandID] = struct{}{}
+		ids[resultID{r.CommandID, r.AggregateType}] = struct{}{}
 		if r.PartitionKey != (PartitionKey{}) && r.PartitionKey != c.PartitionKey {
 			return fmt.Errorf("result %d (command %q): partition key %+v differs from the claim's %+v (leave it zero)", i, r.CommandID, r.PartitionKey, c.PartitionKey)
 		}

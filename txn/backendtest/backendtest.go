@@ -61,7 +61,7 @@ func Run(t *testing.T, newBackend Factory) {
 			Snapshots:   []eventsource.Snapshot{{AggregateType: "T", AggregateID: "a", Version: 2, State: []byte("s2")}},
 		}
 		got, err := b.Commit(ctx, batch)
-		if err != nil || got != (txn.Committed{NextOffset: 3, NextSeq: 4}) {
+		if err != nil || got != (txn.Committed{NextOffset: 3, NextSeq: 4, NextOutboxSeq: 1}) {
 			t.Fatalf("Commit = %+v, %v", got, err)
 		}
 		evs, err := r.ReadPartition(ctx, key.Topic, key.Partition, 2, 10)
@@ -150,6 +150,45 @@ func Run(t *testing.T, newBackend Factory) {
 		}
 	})
 
+	t.Run("outbox records: gap-free seqs under the fence, read back in order", func(t *testing.T) {
+		b, _ := newBackend(t)
+		c, _ := b.Claim(ctx, key, "A")
+		if c.NextOutboxSeq != 1 {
+			t.Fatalf("first claim next_outbox_seq %d, want 1", c.NextOutboxSeq)
+		}
+		out := func(c txn.Claim, i int, dest string) txn.OutboxRecord {
+			return txn.OutboxRecord{Seq: c.NextOutboxSeq + int64(i), Topic: dest, Key: []byte("k"), Value: []byte{byte(i)}, Headers: map[string]string{"h": "v"}}
+		}
+		got, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 1, Results: []txn.CommandResult{res(c, 0, "c0", txn.OutcomeAccepted)},
+			Outbox: []txn.OutboxRecord{out(c, 0, "x"), out(c, 1, "y")}})
+		if err != nil || got.NextOutboxSeq != 3 {
+			t.Fatalf("commit with outbox: %+v %v", got, err)
+		}
+		c = advance(c, got)
+		c.NextOutboxSeq = got.NextOutboxSeq
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 2, Results: []txn.CommandResult{res(c, 0, "c1", txn.OutcomeAccepted)},
+			Outbox: []txn.OutboxRecord{out(c, 1, "z")}}); !errors.Is(err, txn.ErrInvalidBatch) {
+			t.Fatalf("an outbox seq gap: %v, want ErrInvalidBatch", err)
+		}
+		stale := c
+		stale.NextOutboxSeq = 1
+		var fe *txn.FencedError
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: stale, NextOffset: 2, Results: []txn.CommandResult{res(c, 0, "c1", txn.OutcomeAccepted)},
+			Outbox: []txn.OutboxRecord{out(stale, 0, "z")}}); !errors.As(err, &fe) {
+			t.Fatalf("a stale next_outbox_seq: %v, want fenced", err)
+		}
+		recs, err := b.ReadOutbox(ctx, key.Topic, key.Partition, 2, 10)
+		if err != nil || len(recs) != 1 || recs[0].Seq != 2 || recs[0].Topic != "y" || recs[0].Value[0] != 1 || recs[0].Headers["h"] != "v" ||
+			recs[0].SourceTopic != key.Topic || recs[0].SourcePartition != key.Partition {
+			t.Fatalf("ReadOutbox from 2: %+v %v", recs, err)
+		}
+		other := key
+		other.Group = "renamed"
+		if c2, _ := b.Claim(ctx, other, "A"); c2.NextOutboxSeq != 3 {
+			t.Fatalf("a new claim row's next_outbox_seq %d, want 3 (after the stored records)", c2.NextOutboxSeq)
+		}
+	})
+
 	t.Run("halts and published positions are fenced", func(t *testing.T) {
 		b, _ := newBackend(t)
 		c, _ := b.Claim(ctx, key, "A")
@@ -168,17 +207,17 @@ func Run(t *testing.T, newBackend Factory) {
 		if was, _ := b.Resume(ctx, key); was {
 			t.Fatal("second Resume says it was halted")
 		}
-		if err := b.MarkPublished(ctx, key, c.Epoch, 5); err != nil {
+		if err := b.MarkPublished(ctx, key, c.Epoch, 5, 2); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.MarkPublished(ctx, key, c.Epoch, 3); err != nil {
+		if err := b.MarkPublished(ctx, key, c.Epoch, 3, 1); err != nil {
 			t.Fatal(err)
 		}
-		if cl, _ := b.ReadClaim(ctx, key); cl.PublishedSeq != 5 {
-			t.Fatalf("published_seq %d, want 5 (it never moves back)", cl.PublishedSeq)
+		if cl, _ := b.ReadClaim(ctx, key); cl.PublishedSeq != 5 || cl.PublishedOutboxSeq != 2 {
+			t.Fatalf("published_seq %d / outbox %d, want 5 / 2 (they never move back)", cl.PublishedSeq, cl.PublishedOutboxSeq)
 		}
 		c2, _ := b.Claim(ctx, key, "B")
-		if err := b.MarkPublished(ctx, key, c.Epoch, 9); !errors.Is(err, txn.ErrFenced) {
+		if err := b.MarkPublished(ctx, key, c.Epoch, 9, 9); !errors.Is(err, txn.ErrFenced) {
 			t.Fatalf("MarkPublished by a stale epoch: %v", err)
 		}
 		if c2.HaltedAt != nil || c2.PublishedSeq != 5 {

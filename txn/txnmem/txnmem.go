@@ -22,6 +22,7 @@ type Store struct {
 	snapshots map[aggKey]eventsource.Snapshot
 	results   map[resultKey]txn.CommandResult
 	dead      []txn.DeadLetter
+	outbox    map[partKey][]txn.OutboxRecord // seq order
 }
 
 type partKey struct {
@@ -39,6 +40,7 @@ func New() *Store {
 		claims: map[txn.PartitionKey]*txn.Claim{}, events: map[partKey][]eventsource.StoredEvent{},
 		versions: map[aggKey]int64{}, byAgg: map[aggKey][]eventsource.StoredEvent{},
 		snapshots: map[aggKey]eventsource.Snapshot{}, results: map[resultKey]txn.CommandResult{},
+		outbox: map[partKey][]txn.OutboxRecord{},
 	}
 }
 
@@ -58,8 +60,8 @@ func (s *Store) Claim(ctx context.Context, key txn.PartitionKey, owner string) (
 	defer s.mu.Unlock()
 	c, ok := s.claims[key]
 	if !ok {
-		evs := s.events[partKey{key.Topic, key.Partition}]
-		c = &txn.Claim{PartitionKey: key, NextSeq: int64(len(evs)) + 1}
+		pk := partKey{key.Topic, key.Partition}
+		c = &txn.Claim{PartitionKey: key, NextSeq: int64(len(s.events[pk])) + 1, NextOutboxSeq: int64(len(s.outbox[pk])) + 1}
 		s.claims[key] = c
 	}
 	c.Epoch++
@@ -91,11 +93,11 @@ func (s *Store) Commit(ctx context.Context, b *txn.Batch) (txn.Committed, error)
 		return txn.Committed{}, fmt.Errorf("%w: InTx (a handler's own SQL) needs the Postgres store", txn.ErrInvalidBatch)
 	}
 	key := b.Claim.PartitionKey
-	next := txn.Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events))}
+	next := txn.Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events)), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, ok := s.claims[key]
-	if !ok || cur.Epoch != b.Claim.Epoch || cur.NextOffset != b.Claim.NextOffset || cur.NextSeq != b.Claim.NextSeq {
+	if !ok || cur.Epoch != b.Claim.Epoch || cur.NextOffset != b.Claim.NextOffset || cur.NextSeq != b.Claim.NextSeq || cur.NextOutboxSeq != b.Claim.NextOutboxSeq {
 		fe := &txn.FencedError{Key: key, Epoch: b.Claim.Epoch, ExpectedOffset: b.Claim.NextOffset, ExpectedSeq: b.Claim.NextSeq}
 		if ok {
 			fe.Current = *cur
@@ -147,7 +149,11 @@ func (s *Store) Commit(ctx context.Context, b *txn.Batch) (txn.Committed, error)
 		d.ID = int64(len(s.dead)) + 1
 		s.dead = append(s.dead, d)
 	}
-	cur.NextOffset, cur.NextSeq = next.NextOffset, next.NextSeq
+	for _, o := range b.Outbox {
+		o.SourceTopic, o.SourcePartition, o.RecordedAt = key.Topic, key.Partition, now
+		s.outbox[pk] = append(s.outbox[pk], o)
+	}
+	cur.NextOffset, cur.NextSeq, cur.NextOutboxSeq = next.NextOffset, next.NextSeq, next.NextOutboxSeq
 	return next, nil
 }
 
@@ -192,7 +198,7 @@ func (s *Store) Resume(ctx context.Context, key txn.PartitionKey) (bool, error) 
 
 // MarkPublished moves the published position forward while epoch owns the
 // partition.
-func (s *Store) MarkPublished(ctx context.Context, key txn.PartitionKey, epoch, seq int64) error {
+func (s *Store) MarkPublished(ctx context.Context, key txn.PartitionKey, epoch, seq, outboxSeq int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.claims[key]
@@ -200,7 +206,21 @@ func (s *Store) MarkPublished(ctx context.Context, key txn.PartitionKey, epoch, 
 		return fmt.Errorf("%w: mark %s[%d] published: epoch %d no longer owns it", txn.ErrFenced, key.Topic, key.Partition, epoch)
 	}
 	c.PublishedSeq = max(c.PublishedSeq, seq)
+	c.PublishedOutboxSeq = max(c.PublishedOutboxSeq, outboxSeq)
 	return nil
+}
+
+// ReadOutbox returns up to limit outbox records of a source partition from
+// fromSeq.
+func (s *Store) ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]txn.OutboxRecord, error) {
+	if limit <= 0 {
+		limit = 1000
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	recs := s.outbox[partKey{topic, partition}]
+	i, _ := slices.BinarySearchFunc(recs, fromSeq, func(r txn.OutboxRecord, seq int64) int { return cmp.Compare(r.Seq, seq) })
+	return slices.Clone(recs[i:min(len(recs), i+limit)]), nil
 }
 
 // Load returns, for each id with a snapshot or events, the latest snapshot
