@@ -186,6 +186,10 @@ func (p *publisher) run(ctx context.Context) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for ctx.Err() == nil {
+		// progressed: this round published something. Behind without
+		// progress (nothing readable yet) waits for a hand-off or the tick
+		// instead of spinning.
+		progressed := false
 	drain:
 		for {
 			select {
@@ -248,6 +252,7 @@ func (p *publisher) run(ctx context.Context) {
 			if len(events) > 0 || len(recs) > 0 {
 				p.rt.metrics.publishTxns.Add(1)
 				dirty = true
+				progressed = true
 			}
 			backoff = 100 * time.Millisecond
 			p.setErr(nil)
@@ -268,7 +273,7 @@ func (p *publisher) run(ctx context.Context) {
 				p.log.Warn("recording the published position failed; will retry (a new owner may publish those events again)", "err", err)
 			}
 		}
-		if p.behind() {
+		if p.behind() && progressed {
 			continue
 		}
 		var markSoon <-chan time.Time
