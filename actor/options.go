@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"strconv"
@@ -117,6 +118,7 @@ type config struct {
 	lockTimeout      time.Duration
 	partitioner      Partitioner
 	noMigrate        bool
+	migrations       []componentMigrations
 	publish          bool
 	publishState     bool
 	historyTopic     string
@@ -314,6 +316,23 @@ func WithEventTopics(history, state string) Option {
 		c.historyTopic, c.stateTopic = history, state
 		c.publishState = state != ""
 	})
+}
+
+// WithMigrations adds a component's migrations (a service's own read-model
+// or process tables): the files NNNN_name.sql in dir of fsys, applied by Run
+// after onceflow's own schema through txn.MigrateFS (unless
+// WithAutoMigrate(false)), recorded under component. Several apply in the
+// order given.
+//
+// Runtime only.
+func WithMigrations(component string, fsys fs.FS, dir string) Option {
+	return option(func(c *config) { c.migrations = append(c.migrations, componentMigrations{component, fsys, dir}) })
+}
+
+type componentMigrations struct {
+	component string
+	fsys      fs.FS
+	dir       string
 }
 
 // WithHooks installs observing hooks (instrumentation, tests).

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -17,9 +18,8 @@ import (
 // it sees exactly the events the batch stores, once.
 func TestInlineProjection(t *testing.T) {
 	e := newEnv(t)
-	if _, err := e.pool.Exec(context.Background(), `CREATE TABLE balances (account text PRIMARY KEY, balance bigint NOT NULL, events bigint NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
+	// The read model's table comes with the service's own migrations.
+	views := fstest.MapFS{"0001_balances.sql": {Data: []byte(`CREATE TABLE balances (account text PRIMARY KEY, balance bigint NOT NULL, events bigint NOT NULL)`)}}
 	project := func(ctx context.Context, tx pgx.Tx, events []eventsource.StoredEvent) error {
 		for _, ev := range events {
 			var body struct{ Amount int64 }
@@ -37,7 +37,7 @@ func TestInlineProjection(t *testing.T) {
 		}
 		return nil
 	}
-	a := e.start("a", actor.WithInlineProjection(project))
+	a := e.start("a", actor.WithInlineProjection(project), actor.WithMigrations("test.views", views, "."))
 	owns(t, a, testPartitions)
 	c := e.client()
 	for i, cmd := range []interface{ AggregateID() string }{Deposit{"r", 10}, Deposit{"r", 5}, Withdraw{"r", 3}, Withdraw{"r", 100}} {

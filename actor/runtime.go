@@ -190,6 +190,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		if _, err := txn.Migrate(ctx, r.pool); err != nil {
 			return fmt.Errorf("onceflow: migrate: %w", err)
 		}
+		for _, m := range r.cfg.migrations {
+			if _, err := txn.MigrateFS(ctx, r.pool, m.component, m.fsys, m.dir); err != nil {
+				return fmt.Errorf("onceflow: migrate %s: %w", m.component, err)
+			}
+		}
 	}
 	if r.cfg.createTopic > 0 {
 		if err := ensureTopics(ctx, &r.cfg, r.cfg.topic, r.cfg.replyTopic); err != nil {

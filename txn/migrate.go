@@ -79,10 +79,43 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
-	return migrate(ctx, pool, ms)
+	return migrate(ctx, pool, coreComponent, ms)
 }
 
-func migrate(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied []int, err error) {
+// coreComponent names onceflow's own schema, recorded in
+// onceflow.schema_migrations; every other component in
+// onceflow.component_migrations.
+const coreComponent = "core"
+
+var componentName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// MigrateFS applies the migrations of a component — a service's own tables
+// (read models, process state) or an onceflow component other than the core
+// — through the same mechanism as Migrate: the files NNNN_name.sql in dir
+// of fsys, versions 1, 2, 3, ... per component without gaps, each applied in
+// its own transaction and recorded in onceflow.component_migrations under
+// component, serialised across processes by the same advisory lock. It
+// applies the core schema first when it is missing or old. It returns the
+// versions it applied, fails if the database has a version of the component
+// newer than fsys knows, and is idempotent.
+//
+// component is 1-63 characters of [a-z0-9_.-] starting with a letter or
+// digit, and not "core".
+func MigrateFS(ctx context.Context, pool *pgxpool.Pool, component string, fsys fs.FS, dir string) ([]int, error) {
+	if !componentName.MatchString(component) || component == coreComponent {
+		return nil, fmt.Errorf("txn: migrate: component name %q: want 1-63 characters of [a-z0-9_.-], not %q", component, coreComponent)
+	}
+	ms, err := loadMigrations(fsys, dir)
+	if err != nil {
+		return nil, fmt.Errorf("txn: migrate %s: %w", component, err)
+	}
+	if _, err := Migrate(ctx, pool); err != nil {
+		return nil, err
+	}
+	return migrate(ctx, pool, component, ms)
+}
+
+func migrate(ctx context.Context, pool *pgxpool.Pool, component string, ms []Migration) (applied []int, err error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("txn: migrate: %w", err)
@@ -111,20 +144,33 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied [
 			version    integer     PRIMARY KEY,
 			name       text        NOT NULL,
 			applied_at timestamptz NOT NULL DEFAULT now()
+		);
+		CREATE TABLE IF NOT EXISTS onceflow.component_migrations (
+			component  text        NOT NULL,
+			version    integer     NOT NULL,
+			name       text        NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (component, version)
 		)`); err != nil {
-		return nil, fmt.Errorf("txn: migrate: create onceflow.schema_migrations: %w", err)
+		return nil, fmt.Errorf("txn: migrate: create the migration tables: %w", err)
+	}
+	readSQL := "SELECT version, name FROM onceflow.schema_migrations WHERE $1 = $1"
+	recordSQL := "INSERT INTO onceflow.schema_migrations (version, name) VALUES ($1, $2)"
+	if component != coreComponent {
+		readSQL = "SELECT version, name FROM onceflow.component_migrations WHERE component = $1"
+		recordSQL = "INSERT INTO onceflow.component_migrations (version, name, component) VALUES ($1, $2, $3)"
 	}
 
 	done := map[int]string{}
-	rows, _ := conn.Query(ctx, "SELECT version, name FROM onceflow.schema_migrations")
+	rows, _ := conn.Query(ctx, readSQL, component)
 	var v int
 	var name string
 	if _, err := pgx.ForEachRow(rows, []any{&v, &name}, func() error { done[v] = name; return nil }); err != nil {
-		return nil, fmt.Errorf("txn: migrate: read onceflow.schema_migrations: %w", err)
+		return nil, fmt.Errorf("txn: migrate %s: read the applied versions: %w", component, err)
 	}
 	for v, name := range done {
 		if v > len(ms) {
-			return nil, fmt.Errorf("txn: migrate: the database has schema version %d (%s) but this binary only knows versions up to %d: a newer onceflow has migrated it; upgrade this binary (downgrades are not supported)", v, name, len(ms))
+			return nil, fmt.Errorf("txn: migrate: the database has %s schema version %d (%s) but this binary only knows versions up to %d: a newer binary has migrated it; upgrade this binary (downgrades are not supported)", component, v, name, len(ms))
 		}
 	}
 
@@ -137,11 +183,15 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, ms []Migration) (applied [
 			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "INSERT INTO onceflow.schema_migrations (version, name) VALUES ($1, $2)", m.Version, m.Name)
+			args := []any{m.Version, m.Name}
+			if component != coreComponent {
+				args = append(args, component)
+			}
+			_, err := tx.Exec(ctx, recordSQL, args...)
 			return err
 		})
 		if err != nil {
-			return applied, fmt.Errorf("txn: migrate: apply %s: %w", m.Name, err)
+			return applied, fmt.Errorf("txn: migrate %s: apply %s: %w", component, m.Name, err)
 		}
 		applied = append(applied, m.Version)
 	}

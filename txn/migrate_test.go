@@ -128,7 +128,7 @@ func TestMigrateFailureRollsBack(t *testing.T) {
 	pool := rawPool(t)
 	ms, _ := txn.Migrations()
 	bad := append(slices.Clone(ms), txn.Migration{Version: len(ms) + 1, Name: "bad.sql", SQL: "CREATE TABLE onceflow.half (x int); SELECT nonsense_fn()"})
-	applied, err := txn.MigrateThese(ctx, pool, bad)
+	applied, err := txn.MigrateThese(ctx, pool, "core", bad)
 	if err == nil || !strings.Contains(err.Error(), "bad.sql") {
 		t.Fatalf("err = %v", err)
 	}
@@ -138,5 +138,57 @@ func TestMigrateFailureRollsBack(t *testing.T) {
 	var exists bool
 	if err := pool.QueryRow(ctx, "SELECT to_regclass('onceflow.half') IS NOT NULL").Scan(&exists); err != nil || exists {
 		t.Fatalf("half-applied migration left a table (%v)", err)
+	}
+}
+
+// A service's own migrations (or another component's) go through the same
+// mechanism, recorded per component; the core schema is applied first.
+func TestMigrateFS(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := rawPool(t)
+	v1 := fstest.MapFS{
+		"sql/0001_read_model.sql": {Data: []byte("CREATE TABLE stock_view (id text PRIMARY KEY, n bigint NOT NULL)")},
+	}
+	applied, err := txn.MigrateFS(ctx, pool, "inventory.views", v1, "sql")
+	if err != nil || !slices.Equal(applied, []int{1}) {
+		t.Fatalf("first MigrateFS: %v %v", applied, err)
+	}
+	var core int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM onceflow.schema_migrations").Scan(&core); err != nil || core == 0 {
+		t.Fatalf("core schema not applied first: %d %v", core, err)
+	}
+	if applied, err := txn.MigrateFS(ctx, pool, "inventory.views", v1, "sql"); err != nil || len(applied) != 0 {
+		t.Fatalf("second MigrateFS: %v %v (want nothing applied)", applied, err)
+	}
+	v2 := fstest.MapFS{
+		"sql/0001_read_model.sql": v1["sql/0001_read_model.sql"],
+		"sql/0002_more.sql":       {Data: []byte("ALTER TABLE stock_view ADD COLUMN warehouse text")},
+	}
+	if applied, err := txn.MigrateFS(ctx, pool, "inventory.views", v2, "sql"); err != nil || !slices.Equal(applied, []int{2}) {
+		t.Fatalf("MigrateFS with a new version: %v %v", applied, err)
+	}
+	// Another component numbers its versions independently.
+	if applied, err := txn.MigrateFS(ctx, pool, "other", fstest.MapFS{"m/0001_x.sql": {Data: []byte("CREATE TABLE other_x (x int)")}}, "m"); err != nil || !slices.Equal(applied, []int{1}) {
+		t.Fatalf("another component: %v %v", applied, err)
+	}
+	// An older binary (only v1) refuses a database at v2.
+	if _, err := txn.MigrateFS(ctx, pool, "inventory.views", v1, "sql"); err == nil || !strings.Contains(err.Error(), "inventory.views schema version 2") {
+		t.Fatalf("older migrations against a newer database: %v", err)
+	}
+	// Bad names and files are errors, not panics.
+	for _, tc := range []struct {
+		component string
+		fsys      fstest.MapFS
+		want      string
+	}{
+		{"core", v1, `not "core"`},
+		{"Bad Name", v1, "component name"},
+		{"x", fstest.MapFS{"sql/1_a.sql": {Data: []byte("SELECT 1")}}, "is not named NNNN_name.sql"},
+		{"x", fstest.MapFS{"sql/0002_a.sql": {Data: []byte("SELECT 1")}}, "want 1"},
+	} {
+		if _, err := txn.MigrateFS(ctx, pool, tc.component, tc.fsys, "sql"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("MigrateFS(%q): %v, want an error containing %q", tc.component, err, tc.want)
+		}
 	}
 }
