@@ -248,6 +248,21 @@ func (e *env) client(opts ...actor.ClientOption) *actor.Client {
 	return c
 }
 
+// runBackground runs rt until the test ends, and checks that Run returned
+// cleanly.
+func runBackground(t *testing.T, rt *actor.Runtime) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rt.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("runtime %s: %v", rt.InstanceID(), err)
+		}
+	})
+}
+
 // eventually polls cond until it returns nil or the deadline passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
 	t.Helper()

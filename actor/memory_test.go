@@ -34,10 +34,7 @@ func TestRuntimeOnTheInMemoryBackend(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rt.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runBackground(t, rt)
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
 	cl, err := actor.NewClient(cctx, agg.Registry, opts...)

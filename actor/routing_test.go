@@ -221,10 +221,7 @@ func TestCommandIDScopeAndPayloadMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rt2.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runBackground(t, rt2)
 	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer ccancel()
 	c2, err := actor.NewClient(cctx, other.Registry, actor.WithBrokers(e.brokers), actor.WithTopic(topic2), actor.WithCreateTopics(testPartitions),
@@ -305,10 +302,7 @@ func TestRebalanceWithManyPartitionsAndPostgresDownIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- rt.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	runBackground(t, rt)
 
 	eventually(t, 60*time.Second, "all partitions assigned and waiting for their claims", func() error {
 		h := rt.Health()
