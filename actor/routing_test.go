@@ -406,3 +406,49 @@ func TestHaltedPartitionReportsAndResumes(t *testing.T) {
 		t.Fatalf("ResumePartition of a running partition: %v %v", was, err)
 	}
 }
+
+// A partitioner of the user's own (no librdkafka equivalent) is shared by
+// the Runtime and the Client: the Client places each record itself, the
+// Runtime checks against the same mapping; a client left on the default
+// partitioner gets its stray records dead-lettered, never applied.
+func TestCustomPartitionerSharedByClientAndRuntime(t *testing.T) {
+	e := newEnv(t)
+	lastByte := actor.Partitioner{Name: "last-byte", Partition: func(key []byte, n int32) int32 { return int32(key[len(key)-1]) % n }}
+	a := e.start("a", actor.WithPartitioner(lastByte))
+	owns(t, a, testPartitions)
+	c := e.client(actor.WithPartitioner(lastByte))
+	for i := range 8 {
+		acc := fmt.Sprintf("lb-%c", 'a'+i)
+		out, err := send(t, c, Deposit{Account: acc, Amount: 1})
+		if err != nil {
+			t.Fatalf("%s: %v", acc, err)
+		}
+		if want := lastByte.Partition([]byte(acc), testPartitions); out.Partition != want {
+			t.Fatalf("%s handled on partition %d, the custom partitioner says %d", acc, out.Partition, want)
+		}
+	}
+	// A client on the default (murmur2): whatever lands elsewhere is refused.
+	def := e.client()
+	strays := 0
+	for i := range 8 {
+		acc := fmt.Sprintf("lb-%c", 'a'+i)
+		_, err := send(t, def, Deposit{Account: acc, Amount: 1})
+		var dl *actor.DeadLetteredError
+		switch {
+		case actor.Murmur2.Partition([]byte(acc), testPartitions) == lastByte.Partition([]byte(acc), testPartitions):
+			if err != nil {
+				t.Fatalf("%s, placed alike by both partitioners: %v", acc, err)
+			}
+		case errors.As(err, &dl) && strings.Contains(dl.Reason, "last-byte partitioner"):
+			strays++
+		default:
+			t.Fatalf("%s from a murmur2 client: %v, want dead-lettered as misrouted", acc, err)
+		}
+	}
+	if strays == 0 {
+		t.Fatal("no stray record: the test proves nothing")
+	}
+	if n := countRows(t, e.pool, `SELECT count(*) FROM (SELECT aggregate_id FROM onceflow.events GROUP BY aggregate_id HAVING count(DISTINCT partition) > 1) f`); n != 0 {
+		t.Fatalf("%d aggregates have events in more than one partition", n)
+	}
+}
