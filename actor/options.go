@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/internal/pgschema"
 	"github.com/onceflow/onceflow/txn"
 )
 
@@ -119,6 +120,7 @@ type config struct {
 	partitioner      Partitioner
 	noMigrate        bool
 	migrations       []componentMigrations
+	schema           string
 	publish          bool
 	publishState     bool
 	historyTopic     string
@@ -318,6 +320,15 @@ func WithEventTopics(history, state string) Option {
 	})
 }
 
+// WithSchema puts onceflow's tables in the Postgres schema name instead of
+// "onceflow" (1-63 characters of [a-z0-9_], not starting with a digit): the
+// runtime migrates, claims, commits and reads there. Give a Client's
+// WithResults store the same schema (txn.WithSchema). Two services can share
+// a database with a schema each.
+//
+// Runtime only.
+func WithSchema(name string) Option { return option(func(c *config) { c.schema = name }) }
+
 // WithMigrations adds a component's migrations (a service's own read-model
 // or process tables): the files NNNN_name.sql in dir of fsys, applied by Run
 // after onceflow's own schema through txn.MigrateFS (unless
@@ -429,6 +440,11 @@ func (c *config) validateRuntime() error {
 	}
 	if c.lockTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithClaimLockTimeout: must be > 0, got %v", c.lockTimeout))
+	}
+	if c.schema != "" {
+		if err := pgschema.Check(c.schema); err != nil {
+			errs = append(errs, fmt.Errorf("WithSchema: %w", err))
+		}
 	}
 	if c.rebalanceTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithRebalanceTimeout: must be > 0, got %v", c.rebalanceTimeout))

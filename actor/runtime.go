@@ -1,6 +1,7 @@
 package actor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -143,8 +144,9 @@ func newRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.
 	cfg.log = cfg.log.With("group", cfg.group, "topic", cfg.topic, "instance", cfg.instanceID)
 	r := &Runtime{cfg: cfg, h: typedHandler[S, C, E]{agg: agg}, pool: pool, store: backend, es: reader}
 	if pool != nil {
-		r.store = txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log))
-		r.es = eventsource.NewEventStore(pool)
+		schema := cmp.Or(cfg.schema, "onceflow")
+		r.store = txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log), txn.WithSchema(schema))
+		r.es = eventsource.NewEventStore(pool, eventsource.WithSchema(schema))
 	} else {
 		r.cfg.noMigrate = true // nothing to migrate in memory
 		if len(cfg.inline) > 0 {
@@ -187,11 +189,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	log := r.cfg.log
 	if !r.cfg.noMigrate {
-		if _, err := txn.Migrate(ctx, r.pool); err != nil {
+		in := txn.InSchema(cmp.Or(r.cfg.schema, "onceflow"))
+		if _, err := txn.Migrate(ctx, r.pool, in); err != nil {
 			return fmt.Errorf("onceflow: migrate: %w", err)
 		}
 		for _, m := range r.cfg.migrations {
-			if _, err := txn.MigrateFS(ctx, r.pool, m.component, m.fsys, m.dir); err != nil {
+			if _, err := txn.MigrateFS(ctx, r.pool, m.component, m.fsys, m.dir, in); err != nil {
 				return fmt.Errorf("onceflow: migrate %s: %w", m.component, err)
 			}
 		}

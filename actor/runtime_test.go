@@ -319,3 +319,41 @@ func TestOneOptionSliceAndObservingHooks(t *testing.T) {
 		t.Fatalf("hooks saw %d partitions let go on shutdown, want %d", revoked.Load(), testPartitions)
 	}
 }
+
+// WithSchema puts everything of a runtime in its own Postgres schema: two
+// services in one database, with the same aggregate type and command ids,
+// do not see each other.
+func TestRuntimesInTheirOwnSchemas(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a", actor.WithSchema("svc_a"))
+	owns(t, a, testPartitions)
+	c := e.client()
+	topic2 := e.topic + ".b"
+	rtB, err := actor.NewRuntime(e.agg, e.pool, actor.WithBrokers(e.brokers), actor.WithTopic(topic2), actor.WithCreateTopics(testPartitions),
+		actor.WithKafkaConfig(e.kafka), actor.WithKafkaConfig(fastGroup), actor.WithLogger(testLogger(t)), actor.WithSchema("svc_b"), actor.WithGroup(e.group+".b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBackground(t, rtB)
+	cctx, ccancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer ccancel()
+	cB, err := actor.NewClient(cctx, e.agg.Registry, actor.WithBrokers(e.brokers), actor.WithTopic(topic2), actor.WithCreateTopics(testPartitions),
+		actor.WithKafkaConfig(e.kafka), actor.WithLogger(testLogger(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cB.Close() })
+	for _, cl := range []*actor.Client{c, cB} {
+		if o, err := send(t, cl, Deposit{Account: "s-1", Amount: 5}, actor.WithCommandID("same-id")); err != nil || o.Duplicate || o.FirstVersion != 1 {
+			t.Fatalf("send: %+v %v", o, err)
+		}
+	}
+	for schema, want := range map[string]int64{"svc_a": 1, "svc_b": 1, "onceflow": 0} {
+		if n := countRows(t, e.pool, `SELECT count(*) FROM `+schema+`.events`); n != want {
+			t.Errorf("%s.events: %d rows, want %d", schema, n, want)
+		}
+	}
+	if _, err := actor.NewRuntime(e.agg, e.pool, actor.WithBrokers(e.brokers), actor.WithTopic("x"), actor.WithSchema("Bad-Name")); err == nil || !strings.Contains(err.Error(), "WithSchema") {
+		t.Fatalf("a bad schema name: %v", err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/onceflow/onceflow/internal/pgschema"
 )
 
 // Constraint names from txn/migrations; violations are mapped to errors.
@@ -33,10 +35,42 @@ type EventStore struct {
 	db interface {
 		Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	}
+	schema string
 }
 
+// StoreOption configures an EventStore.
+type StoreOption func(*EventStore)
+
+// WithSchema sets the Postgres schema of the tables (default "onceflow";
+// migrate it with txn.Migrate(ctx, pool, txn.InSchema(name))): 1-63
+// characters of [a-z0-9_], not starting with a digit; another name makes
+// every call fail with an error naming it.
+func WithSchema(name string) StoreOption { return func(s *EventStore) { s.schema = name } }
+
 // NewEventStore returns an EventStore on pool.
-func NewEventStore(pool *pgxpool.Pool) *EventStore { return &EventStore{db: pool} }
+func NewEventStore(pool *pgxpool.Pool, opts ...StoreOption) *EventStore {
+	s := &EventStore{db: pool, schema: pgschema.Default}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+func (s *EventStore) query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	q, err := s.q(sql)
+	if err != nil {
+		return nil, err
+	}
+	return s.db.Query(ctx, q, args...)
+}
+
+// q points sql at the store's schema.
+func (s *EventStore) q(sql string) (string, error) {
+	if err := pgschema.Check(s.schema); err != nil {
+		return "", fmt.Errorf("eventsource: %w", err)
+	}
+	return pgschema.Rewrite(s.schema, sql), nil
+}
 
 // loadSQL reads the snapshots and the events after them of many aggregates
 // in one statement (one round trip, one consistent database snapshot).
@@ -68,7 +102,7 @@ func (s *EventStore) Load(ctx context.Context, aggregateType string, ids []strin
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.db.Query(ctx, loadSQL, aggregateType, ids)
+	rows, err := s.query(ctx, loadSQL, aggregateType, ids)
 	if err != nil {
 		return nil, fmt.Errorf("eventsource: load %s: %w", aggregateType, err)
 	}
@@ -113,7 +147,7 @@ const eventColumns = `topic, partition, seq, aggregate_type, aggregate_id, versi
 // ReadAggregate returns an aggregate's events with version >= fromVersion, in
 // version order.
 func (s *EventStore) ReadAggregate(ctx context.Context, aggregateType, id string, fromVersion int64) ([]StoredEvent, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` FROM onceflow.events
+	rows, err := s.query(ctx, `SELECT `+eventColumns+` FROM onceflow.events
 		WHERE aggregate_type = $1 AND aggregate_id = $2 AND version >= $3
 		ORDER BY version`, aggregateType, id, fromVersion)
 	if err != nil {
@@ -135,7 +169,7 @@ func (s *EventStore) ReadPartition(ctx context.Context, topic string, partition 
 	if limit <= 0 {
 		limit = defaultReadLimit
 	}
-	rows, err := s.db.Query(ctx, `SELECT `+eventColumns+` FROM onceflow.events
+	rows, err := s.query(ctx, `SELECT `+eventColumns+` FROM onceflow.events
 		WHERE topic = $1 AND partition = $2 AND seq >= $3
 		ORDER BY seq LIMIT $4`, topic, partition, fromSeq, limit)
 	if err != nil {
@@ -166,6 +200,14 @@ func collectEvents(rows pgx.Rows) ([]StoredEvent, error) {
 //
 // A failed COPY aborts tx: the caller must roll it back.
 func AppendTx(ctx context.Context, tx pgx.Tx, events []StoredEvent) error {
+	return AppendTxIn(ctx, tx, pgschema.Default, events)
+}
+
+// AppendTxIn is AppendTx for the tables in schema.
+func AppendTxIn(ctx context.Context, tx pgx.Tx, schema string, events []StoredEvent) error {
+	if err := pgschema.Check(schema); err != nil {
+		return fmt.Errorf("eventsource: append: %w", err)
+	}
 	if len(events) == 0 {
 		return nil
 	}
@@ -177,7 +219,7 @@ func AppendTx(ctx context.Context, tx pgx.Tx, events []StoredEvent) error {
 		}
 		return []any{e.Topic, e.Partition, e.Seq, e.AggregateType, e.AggregateID, e.Version, e.Type, data, e.Metadata, e.CommandID}, nil
 	})
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "events"},
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "events"},
 		[]string{"topic", "partition", "seq", "aggregate_type", "aggregate_id", "version", "type", "data", "metadata", "command_id"}, src)
 	if err != nil {
 		return mapAppendError(err)
@@ -202,6 +244,14 @@ func mapAppendError(err error) error {
 // aggregate may be given; an older version never overwrites a newer one.
 // It is one statement whatever the number of snapshots.
 func PutSnapshotsTx(ctx context.Context, tx pgx.Tx, snaps []Snapshot) error {
+	return PutSnapshotsTxIn(ctx, tx, pgschema.Default, snaps)
+}
+
+// PutSnapshotsTxIn is PutSnapshotsTx for the tables in schema.
+func PutSnapshotsTxIn(ctx context.Context, tx pgx.Tx, schema string, snaps []Snapshot) error {
+	if err := pgschema.Check(schema); err != nil {
+		return fmt.Errorf("eventsource: put snapshots: %w", err)
+	}
 	if len(snaps) == 0 {
 		return nil
 	}
@@ -223,12 +273,12 @@ func PutSnapshotsTx(ctx context.Context, tx pgx.Tx, snaps []Snapshot) error {
 			states[i] = []byte{}
 		}
 	}
-	_, err := tx.Exec(ctx, `
+	_, err := tx.Exec(ctx, pgschema.Rewrite(schema, `
 		INSERT INTO onceflow.snapshots AS s (aggregate_type, aggregate_id, version, state)
 		SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])
 		ON CONFLICT (aggregate_type, aggregate_id) DO UPDATE
 		SET version = EXCLUDED.version, state = EXCLUDED.state, updated_at = now()
-		WHERE s.version < EXCLUDED.version`, types, ids, versions, states)
+		WHERE s.version < EXCLUDED.version`), types, ids, versions, states)
 	if err != nil {
 		return fmt.Errorf("eventsource: put snapshots: %w", err)
 	}
@@ -248,11 +298,14 @@ func (s *EventStore) Written(ctx context.Context, aggregateType string, fromVers
 		ids = append(ids, id)
 		vs = append(vs, v)
 	}
-	rows, _ := s.db.Query(ctx, `
+	rows, err := s.query(ctx, `
 		SELECT b.id FROM unnest($2::text[], $3::bigint[]) AS b(id, v)
 		WHERE EXISTS (SELECT 1 FROM onceflow.events e
 		              WHERE e.aggregate_type = $1 AND e.aggregate_id = b.id AND e.version >= b.v)`,
 		aggregateType, ids, vs)
+	if err != nil {
+		return nil, fmt.Errorf("eventsource: written %s: %w", aggregateType, err)
+	}
 	out, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, fmt.Errorf("eventsource: written %s: %w", aggregateType, err)

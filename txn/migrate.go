@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/onceflow/onceflow/internal/pgschema"
 )
 
 //go:embed migrations/*.sql
@@ -74,12 +76,38 @@ func loadMigrations(fsys fs.FS, dir string) ([]Migration, error) {
 //
 // Migrate is idempotent: a second call applies nothing and returns an empty
 // slice. ctx bounds the whole run, including the wait for the lock.
-func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]int, error) {
+func Migrate(ctx context.Context, pool *pgxpool.Pool, opts ...MigrateOption) ([]int, error) {
+	o, err := migrateOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	ms, err := Migrations()
 	if err != nil {
 		return nil, err
 	}
-	return migrate(ctx, pool, coreComponent, ms)
+	return migrate(ctx, pool, o.schema, coreComponent, ms)
+}
+
+// MigrateOption configures Migrate and MigrateFS.
+type MigrateOption func(*migrateOpts)
+
+type migrateOpts struct{ schema string }
+
+// InSchema migrates onceflow's tables in schema instead of "onceflow"
+// (1-63 characters of [a-z0-9_], not starting with a digit). Use the same
+// name with WithSchema for the Store and eventsource.WithSchema for the
+// EventStore (actor.WithSchema does all three).
+func InSchema(name string) MigrateOption { return func(o *migrateOpts) { o.schema = name } }
+
+func migrateOptions(opts []MigrateOption) (migrateOpts, error) {
+	o := migrateOpts{schema: pgschema.Default}
+	for _, f := range opts {
+		f(&o)
+	}
+	if err := pgschema.Check(o.schema); err != nil {
+		return o, fmt.Errorf("txn: migrate: %w", err)
+	}
+	return o, nil
 }
 
 // coreComponent names onceflow's own schema, recorded in
@@ -101,7 +129,7 @@ var componentName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 //
 // component is 1-63 characters of [a-z0-9_.-] starting with a letter or
 // digit, and not "core".
-func MigrateFS(ctx context.Context, pool *pgxpool.Pool, component string, fsys fs.FS, dir string) ([]int, error) {
+func MigrateFS(ctx context.Context, pool *pgxpool.Pool, component string, fsys fs.FS, dir string, opts ...MigrateOption) ([]int, error) {
 	if !componentName.MatchString(component) || component == coreComponent {
 		return nil, fmt.Errorf("txn: migrate: component name %q: want 1-63 characters of [a-z0-9_.-], not %q", component, coreComponent)
 	}
@@ -109,13 +137,17 @@ func MigrateFS(ctx context.Context, pool *pgxpool.Pool, component string, fsys f
 	if err != nil {
 		return nil, fmt.Errorf("txn: migrate %s: %w", component, err)
 	}
-	if _, err := Migrate(ctx, pool); err != nil {
+	o, err := migrateOptions(opts)
+	if err != nil {
 		return nil, err
 	}
-	return migrate(ctx, pool, component, ms)
+	if _, err := Migrate(ctx, pool, opts...); err != nil {
+		return nil, err
+	}
+	return migrate(ctx, pool, o.schema, component, ms)
 }
 
-func migrate(ctx context.Context, pool *pgxpool.Pool, component string, ms []Migration) (applied []int, err error) {
+func migrate(ctx context.Context, pool *pgxpool.Pool, schema, component string, ms []Migration) (applied []int, err error) {
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("txn: migrate: %w", err)
@@ -138,7 +170,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, component string, ms []Mig
 		conn.Release()
 	}()
 
-	if _, err := conn.Exec(ctx, `
+	if _, err := conn.Exec(ctx, pgschema.Rewrite(schema, `
 		CREATE SCHEMA IF NOT EXISTS onceflow;
 		CREATE TABLE IF NOT EXISTS onceflow.schema_migrations (
 			version    integer     PRIMARY KEY,
@@ -151,7 +183,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, component string, ms []Mig
 			name       text        NOT NULL,
 			applied_at timestamptz NOT NULL DEFAULT now(),
 			PRIMARY KEY (component, version)
-		)`); err != nil {
+		)`)); err != nil {
 		return nil, fmt.Errorf("txn: migrate: create the migration tables: %w", err)
 	}
 	readSQL := "SELECT version, name FROM onceflow.schema_migrations WHERE $1 = $1"
@@ -162,7 +194,7 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, component string, ms []Mig
 	}
 
 	done := map[int]string{}
-	rows, _ := conn.Query(ctx, readSQL, component)
+	rows, _ := conn.Query(ctx, pgschema.Rewrite(schema, readSQL), component)
 	var v int
 	var name string
 	if _, err := pgx.ForEachRow(rows, []any{&v, &name}, func() error { done[v] = name; return nil }); err != nil {
@@ -180,14 +212,14 @@ func migrate(ctx context.Context, pool *pgxpool.Pool, component string, ms []Mig
 			continue
 		}
 		err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+			if _, err := tx.Exec(ctx, pgschema.Rewrite(schema, m.SQL)); err != nil {
 				return err
 			}
 			args := []any{m.Version, m.Name}
 			if component != coreComponent {
 				args = append(args, component)
 			}
-			_, err := tx.Exec(ctx, recordSQL, args...)
+			_, err := tx.Exec(ctx, pgschema.Rewrite(schema, recordSQL), args...)
 			return err
 		})
 		if err != nil {

@@ -128,7 +128,7 @@ func TestMigrateFailureRollsBack(t *testing.T) {
 	pool := rawPool(t)
 	ms, _ := txn.Migrations()
 	bad := append(slices.Clone(ms), txn.Migration{Version: len(ms) + 1, Name: "bad.sql", SQL: "CREATE TABLE onceflow.half (x int); SELECT nonsense_fn()"})
-	applied, err := txn.MigrateThese(ctx, pool, "core", bad)
+	applied, err := txn.MigrateThese(ctx, pool, "onceflow", "core", bad)
 	if err == nil || !strings.Contains(err.Error(), "bad.sql") {
 		t.Fatalf("err = %v", err)
 	}

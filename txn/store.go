@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/internal/pgschema"
 )
 
 // Store runs the protocol's statements on a pgx pool. It is safe for
@@ -23,6 +24,7 @@ type Store struct {
 	pool        *pgxpool.Pool
 	lockTimeout time.Duration
 	log         *slog.Logger
+	schema      string
 }
 
 // Option configures a Store.
@@ -35,17 +37,29 @@ type Option func(*Store)
 // Claim never waits without bound.
 func WithLockTimeout(d time.Duration) Option { return func(s *Store) { s.lockTimeout = d } }
 
+// WithSchema sets the Postgres schema of onceflow's tables (default
+// "onceflow"): 1-63 characters of [a-z0-9_], not starting with a digit.
+// Migrate the same schema with Migrate(ctx, pool, InSchema(name)). The name
+// is always quoted as an identifier in the SQL.
+func WithSchema(name string) Option { return func(s *Store) { s.schema = name } }
+
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(s *Store) { s.log = l } }
 
 // NewStore returns a Store on pool. Call Migrate first.
 func NewStore(pool *pgxpool.Pool, opts ...Option) *Store {
-	s := &Store{pool: pool, lockTimeout: 5 * time.Second, log: slog.Default()}
+	s := &Store{pool: pool, lockTimeout: 5 * time.Second, log: slog.Default(), schema: pgschema.Default}
 	for _, o := range opts {
 		o(s)
 	}
 	return s
 }
+
+// sql points q at the store's schema.
+func (s *Store) sql(q string) string { return pgschema.Rewrite(s.schema, q) }
+
+// Schema returns the Postgres schema of the store's tables.
+func (s *Store) Schema() string { return s.schema }
 
 // Pool returns the underlying pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
@@ -74,6 +88,9 @@ func scanClaim(row pgx.Row, c *Claim) error {
 // ErrClaimLockTimeout; nothing changed and IsRetryable reports true. ctx
 // bounds the call.
 func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Claim, error) {
+	if err := pgschema.Check(s.schema); err != nil {
+		return Claim{}, fmt.Errorf("txn: claim: %w", err)
+	}
 	if err := checkKey(key); err != nil {
 		return Claim{}, fmt.Errorf("txn: claim: %w", err)
 	}
@@ -94,7 +111,7 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 		// that already has events) continues the partition's seq after
 		// the events already stored, so (topic, partition, seq) stays
 		// gap-free and unique.
-		return scanClaim(tx.QueryRow(ctx, `
+		return scanClaim(tx.QueryRow(ctx, s.sql(`
 			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at, next_seq, next_outbox_seq)
 			VALUES ($1, $2, $3, 1, $4, now(),
 			        coalesce((SELECT max(seq) + 1 FROM onceflow.events WHERE topic = $2 AND partition = $3), 1),
@@ -102,7 +119,7 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 			ON CONFLICT (group_id, topic, partition) DO UPDATE
 			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at,
 			    halted_at = NULL, halt_reason = ''
-			RETURNING `+claimColumns, key.Group, key.Topic, key.Partition, owner), &c)
+			RETURNING `)+claimColumns, key.Group, key.Topic, key.Partition, owner), &c)
 	})
 	if err != nil {
 		var pgErr *pgconn.PgError
@@ -120,13 +137,13 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 
 // ReadClaim returns a partition's claim row, or ErrNotFound.
 func (s *Store) ReadClaim(ctx context.Context, key PartitionKey) (Claim, error) {
-	return readClaim(ctx, s.pool, key)
+	return readClaim(ctx, s.pool, s.schema, key)
 }
 
-func readClaim(ctx context.Context, q querier, key PartitionKey) (Claim, error) {
+func readClaim(ctx context.Context, q querier, schema string, key PartitionKey) (Claim, error) {
 	var c Claim
-	err := scanClaim(q.QueryRow(ctx, `SELECT `+claimColumns+` FROM onceflow.partition_claims
-		WHERE group_id = $1 AND topic = $2 AND partition = $3`, key.Group, key.Topic, key.Partition), &c)
+	err := scanClaim(q.QueryRow(ctx, pgschema.Rewrite(schema, `SELECT `+claimColumns+` FROM onceflow.partition_claims
+		WHERE group_id = $1 AND topic = $2 AND partition = $3`), key.Group, key.Topic, key.Partition), &c)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Claim{}, fmt.Errorf("%w: claim %s[%d] group %q", ErrNotFound, key.Topic, key.Partition, key.Group)
 	}
@@ -138,9 +155,9 @@ func readClaim(ctx context.Context, q querier, key PartitionKey) (Claim, error) 
 
 // Claims lists the claim rows of a group ("" for all), ordered by topic and partition.
 func (s *Store) Claims(ctx context.Context, group string) ([]Claim, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT `+claimColumns+` FROM onceflow.partition_claims
+	rows, _ := s.pool.Query(ctx, s.sql(`SELECT `+claimColumns+` FROM onceflow.partition_claims
 		WHERE $1 = '' OR group_id = $1
-		ORDER BY topic, partition, group_id`, group)
+		ORDER BY topic, partition, group_id`), group)
 	claims, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Claim, error) {
 		var c Claim
 		err := scanClaim(r, &c)
@@ -172,6 +189,9 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	if err := validateBatch(b); err != nil {
 		return Committed{}, err
 	}
+	if err := pgschema.Check(s.schema); err != nil {
+		return Committed{}, fmt.Errorf("txn: commit: %w", err)
+	}
 	key := b.Claim.PartitionKey
 	next := Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events)), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
 
@@ -198,11 +218,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	// which only delays a Claim of this same partition: exactly what the
 	// protocol wants. The updated row is invisible to others until commit
 	// and vanishes on rollback, so moving next_offset early is harmless.
-	tag, err := tx.Exec(ctx, `
+	tag, err := tx.Exec(ctx, s.sql(`
 		UPDATE onceflow.partition_claims
 		SET next_offset = $1, next_seq = $2, next_outbox_seq = $9, committed_at = now()
 		WHERE group_id = $3 AND topic = $4 AND partition = $5
-		  AND epoch = $6 AND next_offset = $7 AND next_seq = $8 AND next_outbox_seq = $10`,
+		  AND epoch = $6 AND next_offset = $7 AND next_seq = $8 AND next_outbox_seq = $10`),
 		next.NextOffset, next.NextSeq, key.Group, key.Topic, key.Partition,
 		b.Claim.Epoch, b.Claim.NextOffset, b.Claim.NextSeq, next.NextOutboxSeq, b.Claim.NextOutboxSeq)
 	if err != nil {
@@ -210,7 +230,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	}
 	if tag.RowsAffected() == 0 {
 		// READ COMMITTED: this statement sees the latest committed claim.
-		cur, err := readClaim(ctx, tx, key)
+		cur, err := readClaim(ctx, tx, s.schema, key)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced, and reading the claim failed: %w", key.Topic, key.Partition, err)
 		}
@@ -229,19 +249,19 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 		}
 	}
 
-	if err := eventsource.AppendTx(ctx, tx, b.Events); err != nil {
+	if err := eventsource.AppendTxIn(ctx, tx, s.schema, b.Events); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
-	if err := eventsource.PutSnapshotsTx(ctx, tx, b.Snapshots); err != nil {
+	if err := eventsource.PutSnapshotsTxIn(ctx, tx, s.schema, b.Snapshots); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
-	if err := copyResults(ctx, tx, key, b.Results); err != nil {
+	if err := copyResults(ctx, tx, s.schema, key, b.Results); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
-	if err := copyDeadLetters(ctx, tx, key, b.DeadLetters); err != nil {
+	if err := copyDeadLetters(ctx, tx, s.schema, key, b.DeadLetters); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
-	if err := copyOutbox(ctx, tx, key, b.Outbox); err != nil {
+	if err := copyOutbox(ctx, tx, s.schema, key, b.Outbox); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 	}
 	if b.InTx != nil {
@@ -258,7 +278,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 const resultColumns = `command_id, group_id, topic, partition, "offset", aggregate_type, aggregate_id, outcome,
 	first_version, last_version, first_seq, last_seq, reason, request_hash, recorded_at`
 
-func copyResults(ctx context.Context, tx pgx.Tx, key PartitionKey, rs []CommandResult) error {
+func copyResults(ctx context.Context, tx pgx.Tx, schema string, key PartitionKey, rs []CommandResult) error {
 	if len(rs) == 0 {
 		return nil
 	}
@@ -267,7 +287,7 @@ func copyResults(ctx context.Context, tx pgx.Tx, key PartitionKey, rs []CommandR
 		return []any{r.CommandID, key.Group, key.Topic, key.Partition, r.Offset, r.AggregateType, r.AggregateID,
 			string(r.Outcome), r.FirstVersion, r.LastVersion, r.FirstSeq, r.LastSeq, cleanText(r.Reason), r.RequestHash}, nil
 	})
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "command_results"},
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "command_results"},
 		[]string{"command_id", "group_id", "topic", "partition", "offset", "aggregate_type", "aggregate_id",
 			"outcome", "first_version", "last_version", "first_seq", "last_seq", "reason", "request_hash"}, src)
 	if err != nil {
@@ -280,7 +300,7 @@ func copyResults(ctx context.Context, tx pgx.Tx, key PartitionKey, rs []CommandR
 	return nil
 }
 
-func copyDeadLetters(ctx context.Context, tx pgx.Tx, key PartitionKey, dls []DeadLetter) error {
+func copyDeadLetters(ctx context.Context, tx pgx.Tx, schema string, key PartitionKey, dls []DeadLetter) error {
 	if len(dls) == 0 {
 		return nil
 	}
@@ -295,7 +315,7 @@ func copyDeadLetters(ctx context.Context, tx pgx.Tx, key PartitionKey, dls []Dea
 		}
 		return []any{key.Group, key.Topic, key.Partition, d.Offset, cleanText(d.CommandID), d.Key, d.Value, h, cleanText(d.Error)}, nil
 	})
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "dead_letters"},
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "dead_letters"},
 		[]string{"group_id", "topic", "partition", "offset", "command_id", "key", "value", "headers", "error"}, src)
 	if err != nil {
 		return fmt.Errorf("store dead letters: %w", err)
@@ -303,7 +323,7 @@ func copyDeadLetters(ctx context.Context, tx pgx.Tx, key PartitionKey, dls []Dea
 	return nil
 }
 
-func copyOutbox(ctx context.Context, tx pgx.Tx, key PartitionKey, recs []OutboxRecord) error {
+func copyOutbox(ctx context.Context, tx pgx.Tx, schema string, key PartitionKey, recs []OutboxRecord) error {
 	if len(recs) == 0 {
 		return nil
 	}
@@ -315,7 +335,7 @@ func copyOutbox(ctx context.Context, tx pgx.Tx, key PartitionKey, recs []OutboxR
 		}
 		return []any{key.Topic, key.Partition, r.Seq, r.Topic, r.Key, r.Value, h}, nil
 	})
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{"onceflow", "outbox"},
+	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "outbox"},
 		[]string{"topic", "partition", "seq", "dest_topic", "key", "value", "headers"}, src)
 	if err != nil {
 		return fmt.Errorf("store outbox records: %w", err)
@@ -329,8 +349,8 @@ func (s *Store) ReadOutbox(ctx context.Context, topic string, partition int32, f
 	if limit <= 0 {
 		limit = 1000
 	}
-	rows, _ := s.pool.Query(ctx, `SELECT topic, partition, seq, dest_topic, key, value, headers, recorded_at FROM onceflow.outbox
-		WHERE topic = $1 AND partition = $2 AND seq >= $3 ORDER BY seq LIMIT $4`, topic, partition, fromSeq, limit)
+	rows, _ := s.pool.Query(ctx, s.sql(`SELECT topic, partition, seq, dest_topic, key, value, headers, recorded_at FROM onceflow.outbox
+		WHERE topic = $1 AND partition = $2 AND seq >= $3 ORDER BY seq LIMIT $4`), topic, partition, fromSeq, limit)
 	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
 		var r OutboxRecord
 		err := row.Scan(&r.SourceTopic, &r.SourcePartition, &r.Seq, &r.Topic, &r.Key, &r.Value, &r.Headers, &r.RecordedAt)
@@ -361,8 +381,8 @@ func (s *Store) LookupResults(ctx context.Context, aggregateType string, ids []s
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, _ := s.pool.Query(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results
-		WHERE command_id = ANY($1) AND aggregate_type = $2`, ids, aggregateType)
+	rows, _ := s.pool.Query(ctx, s.sql(`SELECT `+resultColumns+` FROM onceflow.command_results
+		WHERE command_id = ANY($1) AND aggregate_type = $2`), ids, aggregateType)
 	var r CommandResult
 	_, err := pgx.ForEachRow(rows, resultDest(&r), func() error {
 		out[r.CommandID] = r
@@ -383,8 +403,8 @@ func resultDest(r *CommandResult) []any {
 // or ErrNotFound.
 func (s *Store) Result(ctx context.Context, aggregateType, commandID string) (CommandResult, error) {
 	var r CommandResult
-	err := s.pool.QueryRow(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results
-		WHERE command_id = $1 AND aggregate_type = $2`, commandID, aggregateType).Scan(resultDest(&r)...)
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT `+resultColumns+` FROM onceflow.command_results
+		WHERE command_id = $1 AND aggregate_type = $2`), commandID, aggregateType).Scan(resultDest(&r)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return CommandResult{}, fmt.Errorf("%w: command %q of aggregate type %q", ErrNotFound, commandID, aggregateType)
 	}
@@ -398,8 +418,8 @@ func (s *Store) Result(ctx context.Context, aggregateType, commandID string) (Co
 // whatever its aggregate type, oldest first (none: an empty slice). For
 // tools and clients that know a command's topic but not its aggregate type.
 func (s *Store) ResultsByCommandID(ctx context.Context, commandID string) ([]CommandResult, error) {
-	rows, _ := s.pool.Query(ctx, `SELECT `+resultColumns+` FROM onceflow.command_results
-		WHERE command_id = $1 ORDER BY recorded_at, aggregate_type`, commandID)
+	rows, _ := s.pool.Query(ctx, s.sql(`SELECT `+resultColumns+` FROM onceflow.command_results
+		WHERE command_id = $1 ORDER BY recorded_at, aggregate_type`), commandID)
 	rs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (CommandResult, error) {
 		var r CommandResult
 		err := row.Scan(resultDest(&r)...)
@@ -435,11 +455,11 @@ func (s *Store) DeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadLette
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, _ := s.pool.Query(ctx, `
+	rows, _ := s.pool.Query(ctx, s.sql(`
 		SELECT id, group_id, topic, partition, "offset", command_id, key, value, headers, error, recorded_at
 		FROM onceflow.dead_letters
 		WHERE ($1 = '' OR group_id = $1) AND ($2 = '' OR topic = $2) AND id > $3
-		ORDER BY id LIMIT $4`, q.Group, q.Topic, q.AfterID, limit)
+		ORDER BY id LIMIT $4`), q.Group, q.Topic, q.AfterID, limit)
 	dls, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (DeadLetter, error) {
 		var d DeadLetter
 		err := r.Scan(&d.ID, &d.Group, &d.Topic, &d.Partition, &d.Offset, &d.CommandID, &d.Key, &d.Value, &d.Headers, &d.Error, &d.RecordedAt)
@@ -456,8 +476,8 @@ func (s *Store) DeadLetters(ctx context.Context, q DeadLetterQuery) ([]DeadLette
 // A halted partition consumes nothing until it is resumed: Resume clears the
 // mark, and the owner, which watches the row, claims the partition again.
 func (s *Store) Halt(ctx context.Context, key PartitionKey, epoch int64, reason string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE onceflow.partition_claims SET halted_at = now(), halt_reason = $1
-		WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`,
+	tag, err := s.pool.Exec(ctx, s.sql(`UPDATE onceflow.partition_claims SET halted_at = now(), halt_reason = $1
+		WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`),
 		cleanText(reason), key.Group, key.Topic, key.Partition, epoch)
 	if err != nil {
 		return fmt.Errorf("txn: record halt of %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
@@ -473,12 +493,12 @@ func (s *Store) Halt(ctx context.Context, key PartitionKey, epoch int64, reason 
 // row. Safe to call from any process (the CLI does).
 func (s *Store) Resume(ctx context.Context, key PartitionKey) (wasHalted bool, err error) {
 	var halted bool
-	err = s.pool.QueryRow(ctx, `
+	err = s.pool.QueryRow(ctx, s.sql(`
 		UPDATE onceflow.partition_claims c SET halted_at = NULL, halt_reason = ''
 		FROM (SELECT group_id, topic, partition, halted_at IS NOT NULL AS halted FROM onceflow.partition_claims
 		      WHERE group_id = $1 AND topic = $2 AND partition = $3 FOR UPDATE) old
 		WHERE c.group_id = old.group_id AND c.topic = old.topic AND c.partition = old.partition
-		RETURNING old.halted`, key.Group, key.Topic, key.Partition).Scan(&halted)
+		RETURNING old.halted`), key.Group, key.Topic, key.Partition).Scan(&halted)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return false, fmt.Errorf("%w: claim %s[%d] group %q", ErrNotFound, key.Topic, key.Partition, key.Group)
 	}
@@ -503,9 +523,9 @@ func (s *Store) MarkPublished(ctx context.Context, key PartitionKey, epoch, seq,
 		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
 			return err
 		}
-		tag, err := tx.Exec(ctx, `UPDATE onceflow.partition_claims
+		tag, err := tx.Exec(ctx, s.sql(`UPDATE onceflow.partition_claims
 			SET published_seq = greatest(published_seq, $1), published_outbox_seq = greatest(published_outbox_seq, $6)
-			WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`,
+			WHERE group_id = $2 AND topic = $3 AND partition = $4 AND epoch = $5`),
 			seq, key.Group, key.Topic, key.Partition, epoch, outboxSeq)
 		n = tag.RowsAffected()
 		return err

@@ -675,3 +675,38 @@ func TestBackendContract(t *testing.T) {
 		return s, eventsource.NewEventStore(s.Pool())
 	})
 }
+
+// The same contract in another schema: onceflow's tables can live in any
+// schema, and two schemas in one database do not see each other.
+func TestBackendContractInAnotherSchema(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) (txn.Backend, eventsource.Reader) {
+		pool := testenv.Pool(t)
+		if _, err := txn.Migrate(context.Background(), pool, txn.InSchema("tenant_a")); err != nil {
+			t.Fatal(err)
+		}
+		s := txn.NewStore(pool, txn.WithSchema("tenant_a"), txn.WithLogger(slog.New(slog.DiscardHandler)))
+		return s, eventsource.NewEventStore(pool, eventsource.WithSchema("tenant_a"))
+	})
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	if _, err := txn.Migrate(ctx, pool, txn.InSchema("tenant_b")); err != nil {
+		t.Fatal(err)
+	}
+	a, b := txn.NewStore(pool), txn.NewStore(pool, txn.WithSchema("tenant_b"))
+	ca, _ := a.Claim(ctx, testKey, "A")
+	if _, err := a.Commit(ctx, &txn.Batch{Claim: ca, NextOffset: 1, Results: []txn.CommandResult{{CommandID: "x", Offset: 0, AggregateType: "T", Outcome: txn.OutcomeRejected}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := b.LookupResults(ctx, "T", []string{"x"}); len(r) != 0 {
+		t.Fatal("a result of the onceflow schema is visible in tenant_b")
+	}
+	if _, err := b.ReadClaim(ctx, testKey); !errors.Is(err, txn.ErrNotFound) {
+		t.Fatalf("tenant_b sees the onceflow schema's claim: %v", err)
+	}
+	if _, err := txn.Migrate(ctx, pool, txn.InSchema("Bad-Name")); err == nil || !strings.Contains(err.Error(), "schema name") {
+		t.Fatalf("Migrate in a bad schema name: %v", err)
+	}
+	if _, err := txn.NewStore(pool, txn.WithSchema("1x")).Claim(ctx, testKey, "A"); err == nil || !strings.Contains(err.Error(), "schema name") {
+		t.Fatalf("Claim with a bad schema name: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/onceflow/onceflow/internal/pgschema"
 	"github.com/onceflow/onceflow/txn"
 )
 
@@ -18,11 +19,13 @@ import (
 type dbFlags struct {
 	url     string
 	timeout time.Duration
+	schema  string
 }
 
 func (d *dbFlags) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&d.url, "database-url", e.getenv("DATABASE_URL"), "Postgres connection `URL` (default $DATABASE_URL)")
 	fs.DurationVar(&d.timeout, "timeout", 30*time.Second, "give up after this long")
+	fs.StringVar(&d.schema, "schema", "onceflow", "Postgres `schema` of onceflow's tables (actor.WithSchema)")
 }
 
 // connect opens a pool. ctx bounds the connection attempt.
@@ -32,6 +35,9 @@ func (d *dbFlags) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	}
 	if d.timeout <= 0 {
 		return nil, usagef("--timeout must be > 0, got %v", d.timeout)
+	}
+	if err := pgschema.Check(d.schema); err != nil {
+		return nil, usagef("--schema: %v", err)
 	}
 	cfg, err := pgxpool.ParseConfig(d.url)
 	if err != nil {
@@ -67,7 +73,7 @@ func runMigrate(ctx context.Context, args []string, e env) error {
 	if err != nil {
 		return err
 	}
-	applied, err := txn.Migrate(ctx, pool)
+	applied, err := txn.Migrate(ctx, pool, txn.InSchema(db.schema))
 	if err != nil {
 		return err
 	}
@@ -104,7 +110,7 @@ func runClaims(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer pool.Close()
-	claims, err := txn.NewStore(pool).Claims(ctx, *group)
+	claims, err := txn.NewStore(pool, txn.WithSchema(db.schema)).Claims(ctx, *group)
 	if err != nil {
 		return err
 	}
@@ -167,7 +173,7 @@ func runDeadLetters(ctx context.Context, args []string, e env) error {
 		return err
 	}
 	defer pool.Close()
-	dls, err := txn.NewStore(pool).DeadLetters(ctx, q)
+	dls, err := txn.NewStore(pool, txn.WithSchema(db.schema)).DeadLetters(ctx, q)
 	if err != nil {
 		return err
 	}
@@ -245,7 +251,7 @@ func runResume(ctx context.Context, args []string, e env) error {
 	}
 	defer pool.Close()
 	key := txn.PartitionKey{Group: *group, Topic: *topic, Partition: int32(*partition)}
-	was, err := txn.NewStore(pool).Resume(ctx, key)
+	was, err := txn.NewStore(pool, txn.WithSchema(db.schema)).Resume(ctx, key)
 	if err != nil {
 		return err
 	}

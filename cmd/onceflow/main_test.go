@@ -162,6 +162,17 @@ func TestDatabaseCommands(t *testing.T) {
 	if c, _ := store.ReadClaim(ctx, key); c.HaltedAt != nil {
 		t.Fatalf("claim still halted after resume: %+v", c)
 	}
+
+	// Another schema (actor.WithSchema): migrated and listed on its own.
+	if r := onceflow(t, vars, "migrate", "--schema", "tenant_x"); r.code != 0 || !strings.Contains(r.stdout, "applied 1  0001_core.sql") {
+		t.Fatalf("migrate --schema tenant_x: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := onceflow(t, vars, "claims", "--schema", "tenant_x"); r.code != 0 || r.stdout != "no claims\n" {
+		t.Fatalf("claims --schema tenant_x: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := onceflow(t, vars, "claims", "--schema", "Bad-Name"); r.code != 2 || !strings.Contains(r.stderr, "schema name") {
+		t.Fatalf("claims --schema Bad-Name: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 }
 
 // syncBuffer is written by the broker goroutine and read by the test.
