@@ -309,10 +309,11 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 	case <-ctx.Done():
 		return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
 	}
-	return c.await(ctx, id, requestHash(name, data), w.ch)
+	return c.await(ctx, id, name, data, w.ch)
 }
 
-func (c *Client) await(ctx context.Context, id string, hash []byte, ch chan Outcome) (Outcome, error) {
+// await waits for the outcome of command id (type name, encoded data).
+func (c *Client) await(ctx context.Context, id, name string, data []byte, ch chan Outcome) (Outcome, error) {
 	var poll <-chan time.Time
 	if c.cfg.results != nil {
 		t := time.NewTicker(c.cfg.resultPoll)
@@ -329,7 +330,7 @@ func (c *Client) await(ctx context.Context, id string, hash []byte, ch chan Outc
 				// Whether this send was the first handling of the id is
 				// not known here; a different request digest is.
 				o := outcomeFromResult(r, false)
-				o.PayloadMismatch = !sameRequest(r.RequestHash, hash)
+				o.PayloadMismatch = !sameRequest(r.RequestHash, requestHash(name, data))
 				o.Duplicate = o.PayloadMismatch
 				return o, outcomeErr(o)
 			}

@@ -142,6 +142,7 @@ func defaultConfig() config {
 		resultPoll:       time.Second,
 		lockTimeout:      5 * time.Second,
 		partitioner:      Murmur2,
+		schema:           pgschema.Default,
 		publish:          true,
 		publishState:     true,
 		rebalanceTimeout: 15 * time.Second,
@@ -441,10 +442,8 @@ func (c *config) validateRuntime() error {
 	if c.lockTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithClaimLockTimeout: must be > 0, got %v", c.lockTimeout))
 	}
-	if c.schema != "" {
-		if err := pgschema.Check(c.schema); err != nil {
-			errs = append(errs, fmt.Errorf("WithSchema: %w", err))
-		}
+	if err := pgschema.Check(c.schema); err != nil {
+		errs = append(errs, fmt.Errorf("WithSchema: %w", err))
 	}
 	if c.rebalanceTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithRebalanceTimeout: must be > 0, got %v", c.rebalanceTimeout))

@@ -1,7 +1,6 @@
 package actor
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -144,9 +143,8 @@ func newRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.
 	cfg.log = cfg.log.With("group", cfg.group, "topic", cfg.topic, "instance", cfg.instanceID)
 	r := &Runtime{cfg: cfg, h: typedHandler[S, C, E]{agg: agg}, pool: pool, store: backend, es: reader}
 	if pool != nil {
-		schema := cmp.Or(cfg.schema, "onceflow")
-		r.store = txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log), txn.WithSchema(schema))
-		r.es = eventsource.NewEventStore(pool, eventsource.WithSchema(schema))
+		r.store = txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log), txn.WithSchema(cfg.schema))
+		r.es = eventsource.NewEventStore(pool, eventsource.WithSchema(cfg.schema))
 	} else {
 		r.cfg.noMigrate = true // nothing to migrate in memory
 		if len(cfg.inline) > 0 {
@@ -189,7 +187,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	log := r.cfg.log
 	if !r.cfg.noMigrate {
-		in := txn.InSchema(cmp.Or(r.cfg.schema, "onceflow"))
+		in := txn.InSchema(r.cfg.schema)
 		if _, err := txn.Migrate(ctx, r.pool, in); err != nil {
 			return fmt.Errorf("onceflow: migrate: %w", err)
 		}

@@ -28,6 +28,17 @@ func (d *dbFlags) register(fs *flag.FlagSet, e env) {
 	fs.StringVar(&d.schema, "schema", "onceflow", "Postgres `schema` of onceflow's tables (actor.WithSchema)")
 }
 
+// open bounds ctx by --timeout and opens a pool; closeDB releases both.
+func (d *dbFlags) open(ctx context.Context) (_ context.Context, _ *pgxpool.Pool, closeDB func(), _ error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	pool, err := d.connect(ctx)
+	if err != nil {
+		cancel()
+		return nil, nil, nil, err
+	}
+	return ctx, pool, func() { pool.Close(); cancel() }, nil
+}
+
 // connect opens a pool. ctx bounds the connection attempt.
 func (d *dbFlags) connect(ctx context.Context) (*pgxpool.Pool, error) {
 	if strings.TrimSpace(d.url) == "" {
@@ -62,13 +73,11 @@ func runMigrate(ctx context.Context, args []string, e env) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, db.timeout)
-	defer cancel()
-	pool, err := db.connect(ctx)
+	ctx, pool, closeDB, err := db.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 	all, err := txn.Migrations()
 	if err != nil {
 		return err
@@ -103,13 +112,11 @@ func runClaims(ctx context.Context, args []string, e env) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, db.timeout)
-	defer cancel()
-	pool, err := db.connect(ctx)
+	ctx, pool, closeDB, err := db.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 	claims, err := txn.NewStore(pool, txn.WithSchema(db.schema)).Claims(ctx, *group)
 	if err != nil {
 		return err
@@ -166,13 +173,11 @@ func runDeadLetters(ctx context.Context, args []string, e env) error {
 	if q.AfterID < 0 {
 		return usagef("--after-id must be >= 0, got %d", q.AfterID)
 	}
-	ctx, cancel := context.WithTimeout(ctx, db.timeout)
-	defer cancel()
-	pool, err := db.connect(ctx)
+	ctx, pool, closeDB, err := db.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 	dls, err := txn.NewStore(pool, txn.WithSchema(db.schema)).DeadLetters(ctx, q)
 	if err != nil {
 		return err
@@ -243,13 +248,11 @@ func runResume(ctx context.Context, args []string, e env) error {
 	case *partition < 0:
 		return usagef("--partition is required (>= 0)")
 	}
-	ctx, cancel := context.WithTimeout(ctx, db.timeout)
-	defer cancel()
-	pool, err := db.connect(ctx)
+	ctx, pool, closeDB, err := db.open(ctx)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
+	defer closeDB()
 	key := txn.PartitionKey{Group: *group, Topic: *topic, Partition: int32(*partition)}
 	was, err := txn.NewStore(pool, txn.WithSchema(db.schema)).Resume(ctx, key)
 	if err != nil {

@@ -213,14 +213,9 @@ func (s *Store) MarkPublished(ctx context.Context, key txn.PartitionKey, epoch, 
 // ReadOutbox returns up to limit outbox records of a source partition from
 // fromSeq.
 func (s *Store) ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]txn.OutboxRecord, error) {
-	if limit <= 0 {
-		limit = 1000
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	recs := s.outbox[partKey{topic, partition}]
-	i, _ := slices.BinarySearchFunc(recs, fromSeq, func(r txn.OutboxRecord, seq int64) int { return cmp.Compare(r.Seq, seq) })
-	return slices.Clone(recs[i:min(len(recs), i+limit)]), nil
+	return seqTail(s.outbox[partKey{topic, partition}], func(r txn.OutboxRecord) int64 { return r.Seq }, fromSeq, limit), nil
 }
 
 // Load returns, for each id with a snapshot or events, the latest snapshot
@@ -251,14 +246,19 @@ func (s *Store) Load(ctx context.Context, aggregateType string, ids []string) (m
 
 // ReadPartition returns up to limit events of a partition from fromSeq.
 func (s *Store) ReadPartition(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]eventsource.StoredEvent, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return seqTail(s.events[partKey{topic, partition}], func(e eventsource.StoredEvent) int64 { return e.Seq }, fromSeq, limit), nil
+}
+
+// seqTail returns a copy of up to limit (<= 0: 1000) elements of xs, which
+// is in seq order, from the first with seq >= from.
+func seqTail[T any](xs []T, seq func(T) int64, from int64, limit int) []T {
 	if limit <= 0 {
 		limit = 1000
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	evs := s.events[partKey{topic, partition}]
-	i, _ := slices.BinarySearchFunc(evs, fromSeq, func(e eventsource.StoredEvent, seq int64) int { return cmp.Compare(e.Seq, seq) })
-	return slices.Clone(evs[i:min(len(evs), i+limit)]), nil
+	i, _ := slices.BinarySearchFunc(xs, from, func(x T, s int64) int { return cmp.Compare(seq(x), s) })
+	return slices.Clone(xs[i:min(len(xs), i+limit)])
 }
 
 // Written returns the aggregates with a stored event at or beyond the
