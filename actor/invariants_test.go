@@ -72,7 +72,7 @@ func checkInvariants(t *testing.T, pool *pgxpool.Pool, cmds []sent) {
 		}
 	}
 	for _, r := range q(`SELECT e.partition, count(*), min(e.seq), max(e.seq), max(c.next_seq)
-		FROM onceflow.events e JOIN onceflow.partition_claims c ON c.partition = e.partition
+		FROM onceflow.events e JOIN onceflow.partition_claims c ON c.partition = e.partition AND c.topic = e.topic
 		GROUP BY e.partition`) {
 		n, lo, hi, next := r[1].(int64), r[2].(int64), r[3].(int64), r[4].(int64)
 		if lo != 1 || hi != n || next != hi+1 {

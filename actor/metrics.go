@@ -49,6 +49,11 @@ type Stats struct {
 	PublishTransactions int64
 	// PublishedOutbox counts outbox records sent to their topics.
 	PublishedOutbox int64
+	// Applied counts events a projection applied; GapFilled the events it
+	// read from the Postgres event store because the history topic lacked
+	// them (retention, or a publisher gap: alert when it grows while the
+	// topic's retention is unlimited).
+	Applied, GapFilled int64
 }
 
 type metrics struct {
@@ -61,6 +66,7 @@ type metrics struct {
 	rebalanceMaxNanos                             atomic.Int64
 	published, publishErrors, publishTxns         atomic.Int64
 	publishedOutbox                               atomic.Int64
+	applied, gapFilled                            atomic.Int64
 }
 
 func (m *metrics) observeRebalance(d time.Duration) {
@@ -103,5 +109,6 @@ func (m *metrics) snapshot() Stats {
 		Misrouted: m.misrouted.Load(), VersionConflicts: m.conflicts.Load(),
 		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
 		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(), PublishTransactions: m.publishTxns.Load(), PublishedOutbox: m.publishedOutbox.Load(),
+		Applied: m.applied.Load(), GapFilled: m.gapFilled.Load(),
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/onceflow/onceflow/projection"
 	"github.com/onceflow/onceflow/txn"
 )
 
@@ -112,3 +113,12 @@ func (e *OutcomeUnknownError) Is(t error) bool { return t == ErrOutcomeUnknown }
 // Unwrap returns the context or timeout error.
 // Unwrap returns the underlying error.
 func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// Position is where the command's events are in its source partition's
+// sequence, for read-your-writes (projection.Waiter.WaitFor): the partition
+// and the last seq it stored; Seq is 0 when it stored no event (a
+// rejection, a dead letter, a command without events), and waiting for it
+// returns at once.
+func (o Outcome) Position() projection.Position {
+	return projection.Position{Partition: o.Partition, Seq: o.LastSeq}
+}

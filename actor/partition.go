@@ -199,7 +199,11 @@ func (p *partitionActor) flush(actx pa.Context) {
 	if len(recs) == 0 {
 		return
 	}
-	p.process(actx, recs)
+	if p.rt.proj != nil {
+		p.processEvents(actx, recs)
+	} else {
+		p.process(actx, recs)
+	}
 	p.inflight.Add(-int64(len(recs)))
 }
 

@@ -24,7 +24,8 @@ import (
 // exactly one fenced writer at a time.
 type Runtime struct {
 	cfg     config
-	h       handler
+	h       handler         // the aggregate kind (nil for a projection)
+	proj    *projectionKind // the projection kind (nil for an aggregate)
 	pool    *pgxpool.Pool
 	store   txn.Backend
 	es      eventsource.Reader
@@ -130,6 +131,12 @@ func newRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.
 	if cfg.group == "" {
 		cfg.group = "onceflow." + agg.Type
 	}
+	return newRuntimeFromConfig(cfg, typedHandler[S, C, E]{agg: agg}, pool, backend, reader)
+}
+
+// newRuntimeFromConfig is the part of building a Runtime shared by the
+// handler kinds: h is the aggregate handler (nil for a projection).
+func newRuntimeFromConfig(cfg config, h handler, pool *pgxpool.Pool, backend txn.Backend, reader eventsource.Reader) (*Runtime, error) {
 	if cfg.instanceID == "" {
 		host, _ := os.Hostname()
 		cfg.instanceID = fmt.Sprintf("%s-%d-%s", host, os.Getpid(), randomID()[:8])
@@ -141,7 +148,7 @@ func newRuntime[S, C, E any](agg *eventsource.Aggregate[S, C, E], pool *pgxpool.
 		return nil, fmt.Errorf("onceflow: invalid runtime configuration: partition.assignment.strategy %q: onceflow needs incremental rebalancing (cooperative-sticky, or WithGroupProtocol(ProtocolConsumer))", s)
 	}
 	cfg.log = cfg.log.With("group", cfg.group, "topic", cfg.topic, "instance", cfg.instanceID)
-	r := &Runtime{cfg: cfg, h: typedHandler[S, C, E]{agg: agg}, pool: pool, store: backend, es: reader}
+	r := &Runtime{cfg: cfg, h: h, pool: pool, store: backend, es: reader}
 	if pool != nil {
 		r.store = txn.NewStore(pool, txn.WithLockTimeout(cfg.lockTimeout), txn.WithLogger(cfg.log), txn.WithSchema(cfg.schema))
 		r.es = eventsource.NewEventStore(pool, eventsource.WithSchema(cfg.schema))
@@ -195,6 +202,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 			if _, err := txn.MigrateFS(ctx, r.pool, m.component, m.fsys, m.dir, in); err != nil {
 				return fmt.Errorf("onceflow: migrate %s: %w", m.component, err)
 			}
+		}
+	}
+	if r.proj != nil {
+		if err := r.proj.register(ctx); err != nil {
+			return err
 		}
 	}
 	if r.cfg.createTopic > 0 {
@@ -319,6 +331,7 @@ func (r *Runtime) tick(ctx context.Context, now time.Time) {
 		}
 	}
 	r.tickHealth(now)
+	r.tickProjection(now)
 	if now.Sub(r.lastMDCheck) > time.Minute {
 		r.refreshPartitionCount(nil)
 	}

@@ -193,7 +193,7 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 		return Committed{}, fmt.Errorf("txn: commit: %w", err)
 	}
 	key := b.Claim.PartitionKey
-	next := Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events)), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
+	next := Committed{NextOffset: b.NextOffset, NextSeq: b.NextSeqAfter(), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
 
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {

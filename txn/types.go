@@ -115,6 +115,12 @@ type Batch struct {
 	Results []CommandResult
 	// DeadLetters of this batch.
 	DeadLetters []DeadLetter
+	// NextSeq, when not zero, is where the claim's next_seq moves for a
+	// batch that stores no events: the position of a consumer of a history
+	// topic (a projection, a process manager), which is the next source seq
+	// it applies. It must not be below Claim.NextSeq, and a batch with
+	// Events must leave it zero (their seqs move next_seq).
+	NextSeq int64
 	// Outbox records to send after commit. Their Seq must run
 	// Claim.NextOutboxSeq, +1, ... (SourceTopic and SourcePartition may be
 	// left empty: the claim's).
@@ -124,6 +130,15 @@ type Batch struct {
 	// models). It runs only when the fence held, so it never does work for
 	// a zombie. An error rolls the whole batch back.
 	InTx func(ctx context.Context, tx pgx.Tx) error
+}
+
+// NextSeqAfter is the claim's next_seq once the batch committed: NextSeq
+// when set, else Claim.NextSeq plus the number of events.
+func (b *Batch) NextSeqAfter() int64 {
+	if b.NextSeq != 0 {
+		return b.NextSeq
+	}
+	return b.Claim.NextSeq + int64(len(b.Events))
 }
 
 // Committed is the claim position after a successful Commit.

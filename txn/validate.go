@@ -60,8 +60,17 @@ func validate(b *Batch) error {
 	if c.NextOffset < 0 || c.NextSeq < 1 {
 		return fmt.Errorf("claim next_offset %d / next_seq %d out of range (offsets start at 0, seqs at 1)", c.NextOffset, c.NextSeq)
 	}
-	if b.NextOffset <= c.NextOffset {
-		return fmt.Errorf("NextOffset %d must be greater than the claim's next_offset %d (a batch consumes at least one record)", b.NextOffset, c.NextOffset)
+	if b.NextOffset < c.NextOffset || (b.NextOffset == c.NextOffset && b.NextSeq <= c.NextSeq) {
+		return fmt.Errorf("NextOffset %d must be greater than the claim's next_offset %d (a batch consumes at least one record; only a consumer's catch-up batch, whose NextSeq moves its position, may leave the offset where it is)", b.NextOffset, c.NextOffset)
+	}
+
+	if b.NextSeq != 0 {
+		if len(b.Events) > 0 {
+			return fmt.Errorf("NextSeq %d set on a batch with %d events (events move next_seq; NextSeq is a consumer's position)", b.NextSeq, len(b.Events))
+		}
+		if b.NextSeq < c.NextSeq {
+			return fmt.Errorf("NextSeq %d is below the claim's next_seq %d (a position never moves back in a batch)", b.NextSeq, c.NextSeq)
+		}
 	}
 
 	// Events: seqs contiguous from the claim's next_seq; per aggregate,

@@ -150,6 +150,32 @@ func Run(t *testing.T, newBackend Factory) {
 		}
 	})
 
+	t.Run("a consumer's position moves with NextSeq under the fence", func(t *testing.T) {
+		b, _ := newBackend(t)
+		ck := txn.PartitionKey{Group: "proj", Topic: "cmds.events", Partition: 3}
+		c, _ := b.Claim(ctx, ck, "A")
+		if c.NextSeq != 1 {
+			t.Fatalf("a consumer starts at next_seq %d, want 1", c.NextSeq)
+		}
+		got, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 5, NextSeq: 6})
+		if err != nil || got.NextSeq != 6 || got.NextOffset != 5 {
+			t.Fatalf("consumer commit: %+v %v, want next_seq 6 at offset 5", got, err)
+		}
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 5, NextSeq: 6}); !errors.Is(err, txn.ErrFenced) {
+			t.Fatalf("the same position again from the old claim: %v, want ErrFenced", err)
+		}
+		c = advance(c, got)
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 6, NextSeq: 5}); !errors.Is(err, txn.ErrInvalidBatch) {
+			t.Fatalf("a position moving back: %v, want ErrInvalidBatch", err)
+		}
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 6, NextSeq: 7, Events: []eventsource.StoredEvent{ev(c, 0, "a", 1, "x")}}); !errors.Is(err, txn.ErrInvalidBatch) {
+			t.Fatalf("NextSeq with events: %v, want ErrInvalidBatch", err)
+		}
+		if cur, err := b.ReadClaim(ctx, ck); err != nil || cur.NextSeq != 6 {
+			t.Fatalf("claim after the refused batches: %+v %v, want next_seq 6", cur, err)
+		}
+	})
+
 	t.Run("outbox records: gap-free seqs under the fence, read back in order", func(t *testing.T) {
 		b, _ := newBackend(t)
 		c, _ := b.Claim(ctx, key, "A")

@@ -93,7 +93,7 @@ func (s *Store) Commit(ctx context.Context, b *txn.Batch) (txn.Committed, error)
 		return txn.Committed{}, fmt.Errorf("%w: InTx (a handler's own SQL) needs the Postgres store", txn.ErrInvalidBatch)
 	}
 	key := b.Claim.PartitionKey
-	next := txn.Committed{NextOffset: b.NextOffset, NextSeq: b.Claim.NextSeq + int64(len(b.Events)), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
+	next := txn.Committed{NextOffset: b.NextOffset, NextSeq: b.NextSeqAfter(), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, ok := s.claims[key]
