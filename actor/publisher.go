@@ -224,7 +224,7 @@ func (p *publisher) run(ctx context.Context) {
 			}
 			if pos := p.publishedOut.Load(); err == nil && pos < p.committedOut.Load() {
 				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				recs, err = p.rt.store.ReadOutbox(rctx, p.key.Topic, p.key.Partition, pos+1, publishBatch)
+				recs, err = p.rt.store.ReadOutbox(rctx, p.key, pos+1, publishBatch)
 				cancel()
 				if err == nil && len(recs) > 0 && recs[0].Seq != pos+1 {
 					err = fmt.Errorf("outbox of %s[%d] has seq %d after %d: a gap (the store is corrupt or was edited)", p.key.Topic, p.key.Partition, recs[0].Seq, pos)

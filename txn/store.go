@@ -115,7 +115,7 @@ func (s *Store) Claim(ctx context.Context, key PartitionKey, owner string) (Clai
 			INSERT INTO onceflow.partition_claims AS c (group_id, topic, partition, epoch, owner, claimed_at, next_seq, next_outbox_seq)
 			VALUES ($1, $2, $3, 1, $4, now(),
 			        coalesce((SELECT max(seq) + 1 FROM onceflow.events WHERE topic = $2 AND partition = $3), 1),
-			        coalesce((SELECT max(seq) + 1 FROM onceflow.outbox WHERE topic = $2 AND partition = $3), 1))
+			        coalesce((SELECT max(seq) + 1 FROM onceflow.outbox WHERE group_id = $1 AND topic = $2 AND partition = $3), 1))
 			ON CONFLICT (group_id, topic, partition) DO UPDATE
 			SET epoch = c.epoch + 1, owner = EXCLUDED.owner, claimed_at = EXCLUDED.claimed_at,
 			    halted_at = NULL, halt_reason = ''
@@ -333,31 +333,32 @@ func copyOutbox(ctx context.Context, tx pgx.Tx, schema string, key PartitionKey,
 		for k, v := range r.Headers {
 			h[cleanText(k)] = cleanText(v)
 		}
-		return []any{key.Topic, key.Partition, r.Seq, r.Topic, r.Key, r.Value, h}, nil
+		return []any{key.Group, key.Topic, key.Partition, r.Seq, r.Topic, r.Key, r.Value, h}, nil
 	})
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "outbox"},
-		[]string{"topic", "partition", "seq", "dest_topic", "key", "value", "headers"}, src)
+		[]string{"group_id", "topic", "partition", "seq", "dest_topic", "key", "value", "headers"}, src)
 	if err != nil {
 		return fmt.Errorf("store outbox records: %w", err)
 	}
 	return nil
 }
 
-// ReadOutbox returns up to limit outbox records of a source partition with
-// seq >= fromSeq, in seq order. limit <= 0 means 1000.
-func (s *Store) ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]OutboxRecord, error) {
+// ReadOutbox returns up to limit outbox records written under a claim key
+// (group, topic, partition) with seq >= fromSeq, in seq order. limit <= 0
+// means 1000.
+func (s *Store) ReadOutbox(ctx context.Context, key PartitionKey, fromSeq int64, limit int) ([]OutboxRecord, error) {
 	if limit <= 0 {
 		limit = 1000
 	}
 	rows, _ := s.pool.Query(ctx, s.sql(`SELECT topic, partition, seq, dest_topic, key, value, headers, recorded_at FROM onceflow.outbox
-		WHERE topic = $1 AND partition = $2 AND seq >= $3 ORDER BY seq LIMIT $4`), topic, partition, fromSeq, limit)
+		WHERE group_id = $1 AND topic = $2 AND partition = $3 AND seq >= $4 ORDER BY seq LIMIT $5`), key.Group, key.Topic, key.Partition, fromSeq, limit)
 	recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (OutboxRecord, error) {
 		var r OutboxRecord
 		err := row.Scan(&r.SourceTopic, &r.SourcePartition, &r.Seq, &r.Topic, &r.Key, &r.Value, &r.Headers, &r.RecordedAt)
 		return r, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("txn: read outbox %s[%d]: %w", topic, partition, err)
+		return nil, fmt.Errorf("txn: read outbox %s[%d] group %q: %w", key.Topic, key.Partition, key.Group, err)
 	}
 	return recs, nil
 }
@@ -552,7 +553,7 @@ type Backend interface {
 	Halt(ctx context.Context, key PartitionKey, epoch int64, reason string) error
 	Resume(ctx context.Context, key PartitionKey) (bool, error)
 	MarkPublished(ctx context.Context, key PartitionKey, epoch, seq, outboxSeq int64) error
-	ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]OutboxRecord, error)
+	ReadOutbox(ctx context.Context, key PartitionKey, fromSeq int64, limit int) ([]OutboxRecord, error)
 }
 
 var _ Backend = (*Store)(nil)

@@ -203,15 +203,27 @@ func Run(t *testing.T, newBackend Factory) {
 			Outbox: []txn.OutboxRecord{out(stale, 0, "z")}}); !errors.As(err, &fe) {
 			t.Fatalf("a stale next_outbox_seq: %v, want fenced", err)
 		}
-		recs, err := b.ReadOutbox(ctx, key.Topic, key.Partition, 2, 10)
+		recs, err := b.ReadOutbox(ctx, key, 2, 10)
 		if err != nil || len(recs) != 1 || recs[0].Seq != 2 || recs[0].Topic != "y" || recs[0].Value[0] != 1 || recs[0].Headers["h"] != "v" ||
 			recs[0].SourceTopic != key.Topic || recs[0].SourcePartition != key.Partition {
 			t.Fatalf("ReadOutbox from 2: %+v %v", recs, err)
 		}
+		// Outbox sequences belong to the claim key: another group on the
+		// same topic (a second consumer of a history topic) has its own.
 		other := key
-		other.Group = "renamed"
-		if c2, _ := b.Claim(ctx, other, "A"); c2.NextOutboxSeq != 3 {
-			t.Fatalf("a new claim row's next_outbox_seq %d, want 3 (after the stored records)", c2.NextOutboxSeq)
+		other.Group = "other"
+		c2, _ := b.Claim(ctx, other, "A")
+		if c2.NextOutboxSeq != 1 {
+			t.Fatalf("another group's next_outbox_seq %d, want 1 (its own sequence)", c2.NextOutboxSeq)
+		}
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: c2, NextOffset: 1, Outbox: []txn.OutboxRecord{out(c2, 0, "w")}}); err != nil {
+			t.Fatalf("another group's outbox seq 1 beside this group's: %v", err)
+		}
+		if recs, err := b.ReadOutbox(ctx, other, 1, 10); err != nil || len(recs) != 1 || recs[0].Topic != "w" {
+			t.Fatalf("ReadOutbox of the other group: %+v %v", recs, err)
+		}
+		if c3, _ := b.Claim(ctx, key, "B"); c3.NextOutboxSeq != 3 {
+			t.Fatalf("a new claim of the group continues its outbox seq: %d, want 3", c3.NextOutboxSeq)
 		}
 	})
 

@@ -22,7 +22,7 @@ type Store struct {
 	snapshots map[aggKey]eventsource.Snapshot
 	results   map[resultKey]txn.CommandResult
 	dead      []txn.DeadLetter
-	outbox    map[partKey][]txn.OutboxRecord // seq order
+	outbox    map[txn.PartitionKey][]txn.OutboxRecord // per claim key, seq order
 }
 
 type partKey struct {
@@ -40,7 +40,7 @@ func New() *Store {
 		claims: map[txn.PartitionKey]*txn.Claim{}, events: map[partKey][]eventsource.StoredEvent{},
 		versions: map[aggKey]int64{}, byAgg: map[aggKey][]eventsource.StoredEvent{},
 		snapshots: map[aggKey]eventsource.Snapshot{}, results: map[resultKey]txn.CommandResult{},
-		outbox: map[partKey][]txn.OutboxRecord{},
+		outbox: map[txn.PartitionKey][]txn.OutboxRecord{},
 	}
 }
 
@@ -61,7 +61,7 @@ func (s *Store) Claim(ctx context.Context, key txn.PartitionKey, owner string) (
 	c, ok := s.claims[key]
 	if !ok {
 		pk := partKey{key.Topic, key.Partition}
-		c = &txn.Claim{PartitionKey: key, NextSeq: int64(len(s.events[pk])) + 1, NextOutboxSeq: int64(len(s.outbox[pk])) + 1}
+		c = &txn.Claim{PartitionKey: key, NextSeq: int64(len(s.events[pk])) + 1, NextOutboxSeq: int64(len(s.outbox[key])) + 1}
 		s.claims[key] = c
 	}
 	c.Epoch++
@@ -151,7 +151,7 @@ func (s *Store) Commit(ctx context.Context, b *txn.Batch) (txn.Committed, error)
 	}
 	for _, o := range b.Outbox {
 		o.SourceTopic, o.SourcePartition, o.RecordedAt = key.Topic, key.Partition, now
-		s.outbox[pk] = append(s.outbox[pk], o)
+		s.outbox[key] = append(s.outbox[key], o)
 	}
 	cur.NextOffset, cur.NextSeq, cur.NextOutboxSeq = next.NextOffset, next.NextSeq, next.NextOutboxSeq
 	return next, nil
@@ -210,12 +210,12 @@ func (s *Store) MarkPublished(ctx context.Context, key txn.PartitionKey, epoch, 
 	return nil
 }
 
-// ReadOutbox returns up to limit outbox records of a source partition from
-// fromSeq.
-func (s *Store) ReadOutbox(ctx context.Context, topic string, partition int32, fromSeq int64, limit int) ([]txn.OutboxRecord, error) {
+// ReadOutbox returns up to limit outbox records written under a claim key
+// from fromSeq.
+func (s *Store) ReadOutbox(ctx context.Context, key txn.PartitionKey, fromSeq int64, limit int) ([]txn.OutboxRecord, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return seqTail(s.outbox[partKey{topic, partition}], func(r txn.OutboxRecord) int64 { return r.Seq }, fromSeq, limit), nil
+	return seqTail(s.outbox[key], func(r txn.OutboxRecord) int64 { return r.Seq }, fromSeq, limit), nil
 }
 
 // Load returns, for each id with a snapshot or events, the latest snapshot
