@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/onceflow/onceflow/internal/pgschema"
+	"github.com/onceflow/onceflow/projection"
 	"github.com/onceflow/onceflow/txn"
 )
 
@@ -67,7 +71,7 @@ func (d *dbFlags) connect(ctx context.Context) (*pgxpool.Pool, error) {
 }
 
 func runMigrate(ctx context.Context, args []string, e env) error {
-	fs := newFlagSet("migrate", "Apply the schema migrations embedded in this binary that the database does not\nhave yet, and print them. Safe to run concurrently with services starting.", e)
+	fs := newFlagSet("migrate", "Apply the schema migrations embedded in this binary that the database does not\nhave yet (onceflow's core tables, then the projection registry), and print them.\nSafe to run concurrently with services starting.", e)
 	var db dbFlags
 	db.register(fs, e)
 	if err := parse(fs, args); err != nil {
@@ -94,12 +98,48 @@ func runMigrate(ctx context.Context, args []string, e env) error {
 	}
 	if len(applied) == 0 {
 		fmt.Fprintf(e.stdout, "schema is up to date (version %d)\n", latest)
+	} else {
+		for _, v := range applied {
+			fmt.Fprintf(e.stdout, "applied %d  %s\n", v, names[v])
+		}
+		fmt.Fprintf(e.stdout, "schema is at version %d\n", latest)
+	}
+	// The components onceflow embeds besides the core, recorded in
+	// component_migrations under their names.
+	fsys, dir := projection.Migrations()
+	return migrateComponent(ctx, pool, db.schema, projection.Component, fsys, dir, e)
+}
+
+// migrateComponent applies a component's migrations and prints them like
+// the core's, prefixed with the component's name.
+func migrateComponent(ctx context.Context, pool *pgxpool.Pool, schema, component string, fsys fs.FS, dir string, e env) error {
+	files, err := fs.Glob(fsys, path.Join(dir, "*.sql"))
+	if err != nil {
+		return err
+	}
+	names := map[int]string{}
+	latest := 0
+	for _, f := range files {
+		name := path.Base(f)
+		v, err := strconv.Atoi(strings.SplitN(name, "_", 2)[0])
+		if err != nil {
+			continue // txn.MigrateFS rejects it
+		}
+		names[v] = name
+		latest = max(latest, v)
+	}
+	applied, err := txn.MigrateFS(ctx, pool, component, fsys, dir, txn.InSchema(schema))
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(e.stdout, "%s schema is up to date (version %d)\n", component, latest)
 		return nil
 	}
 	for _, v := range applied {
-		fmt.Fprintf(e.stdout, "applied %d  %s\n", v, names[v])
+		fmt.Fprintf(e.stdout, "applied %s %d  %s\n", component, v, names[v])
 	}
-	fmt.Fprintf(e.stdout, "schema is at version %d\n", latest)
+	fmt.Fprintf(e.stdout, "%s schema is at version %d\n", component, latest)
 	return nil
 }
 

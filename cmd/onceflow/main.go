@@ -3,6 +3,8 @@
 //	onceflow migrate       apply the embedded schema migrations
 //	onceflow claims        list partition claims (owner, epoch, next offset)
 //	onceflow dead-letters  list dead-lettered records
+//	onceflow projections   list and manage projection versions: list, pause,
+//	                       resume, reset, skip, switch, watch
 //	onceflow dev-broker    run a Kafka-protocol broker for development
 //
 // Database commands read DATABASE_URL or --database-url. Exit status: 0 on
@@ -53,6 +55,7 @@ var commands = []command{
 	{"claims", "list partition claims (owner, epoch, position, halted)", runClaims},
 	{"resume", "resume a halted partition", runResume},
 	{"dead-letters", "list dead-lettered records", runDeadLetters},
+	{"projections", "list and manage projection versions (list, pause, resume, reset, skip, switch, watch)", runProjections},
 	{"dev-broker", "run a Kafka-protocol broker for development (foreground)", runDevBroker},
 }
 

@@ -69,12 +69,13 @@ func TestDatabaseCommands(t *testing.T) {
 	vars := map[string]string{"DATABASE_URL": dsn}
 
 	r := onceflow(t, vars, "migrate")
-	if r.code != 0 || !regexp.MustCompile(`(?m)^applied 1  0001_core\.sql$`).MatchString(r.stdout) {
+	if r.code != 0 || !regexp.MustCompile(`(?m)^applied 1  0001_core\.sql$`).MatchString(r.stdout) ||
+		!regexp.MustCompile(`(?m)^applied projections 1  0001_registry\.sql\nprojections schema is at version 1$`).MatchString(r.stdout) {
 		t.Fatalf("first migrate: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	// The flag wins over the environment.
 	r = onceflow(t, map[string]string{"DATABASE_URL": "postgres://u@127.0.0.1:1/x"}, "migrate", "--database-url", dsn)
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "schema is up to date") {
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "schema is up to date") || !strings.HasSuffix(r.stdout, "\nprojections schema is up to date (version 1)\n") {
 		t.Fatalf("second migrate: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	if r := onceflow(t, vars, "claims"); r.code != 0 || r.stdout != "no claims\n" {
