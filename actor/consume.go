@@ -148,29 +148,31 @@ func assembleEvents(claim txn.Claim, unit []*evItem, what string) (*txn.Batch, [
 	return b, evs
 }
 
-// applyError is an error (or panic) of the projection's Apply.
+// applyError is an error (or panic) of the consumer's handler.
 type applyError struct{ err error }
 
-func (e *applyError) Error() string { return "Apply: " + e.err.Error() }
+func (e *applyError) Error() string { return "handler: " + e.err.Error() }
 func (e *applyError) Unwrap() error { return e.err }
 
-func (k *projectionKind) apply(ctx context.Context, tx pgx.Tx, evs []Event) (err error) {
+// apply runs the handler on evs in tx, turning a panic into an applyError.
+func (k *consumerKind) apply(ctx context.Context, tx pgx.Tx, key txn.PartitionKey, evs []Event) (out []txn.OutboxRecord, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = &applyError{fmt.Errorf("panicked: %v\n%s", p, debug.Stack())}
+			out, err = nil, &applyError{fmt.Errorf("panicked: %v\n%s", p, debug.Stack())}
 		}
 	}()
-	if err := k.p.Apply(ctx, tx, evs); err != nil {
-		return &applyError{err}
+	out, err = k.handle(ctx, tx, key, evs)
+	if err != nil {
+		return nil, &applyError{err}
 	}
-	return nil
+	return out, nil
 }
 
 // processEvents runs one consumer batch to completion: commit, fence, halt
 // or shutdown.
 func (p *partitionActor) processEvents(actx pa.Context, recs []*kafka.Message) {
-	k := p.rt.proj
-	items := decodeEvents(recs, p.claim.NextSeq, k.def.SourceTopic, p.claim.Partition, k.p.Registry)
+	k := p.rt.cons
+	items := decodeEvents(recs, p.claim.NextSeq, k.source, p.claim.Partition, k.registry)
 	for len(items) > 0 && !p.stopped {
 		if it := items[0]; it.gapFrom > 0 && p.claim.NextSeq < it.ev.Seq {
 			if !p.fillGap(actx, it.ev.Seq-1) {
@@ -194,40 +196,58 @@ func (p *partitionActor) processEvents(actx pa.Context, recs []*kafka.Message) {
 // topic no longer holds them (retention) or never did (a publisher bug,
 // which the gap counter shows).
 func (p *partitionActor) fillGap(actx pa.Context, to int64) bool {
-	k := p.rt.proj
+	k := p.rt.cons
 	from := p.claim.NextSeq
 	n := min(to-from+1, publishBatch)
 	var evs []eventsource.StoredEvent
 	err := p.retry(actx, "read missing events from the event store", func(ctx context.Context) error {
 		var err error
-		evs, err = p.rt.es.ReadPartition(ctx, k.def.SourceTopic, p.claim.Partition, from, int(n))
+		evs, err = p.rt.es.ReadPartition(ctx, k.source, p.claim.Partition, from, int(n))
 		return err
 	})
 	if err != nil {
 		return false
 	}
 	if int64(len(evs)) != n || evs[0].Seq != from || evs[len(evs)-1].Seq != from+n-1 {
-		p.halt(actx, fmt.Errorf("the history topic has seq %d of %s[%d] but the event store lacks seqs %d..%d: does this projection read another database than the source's?",
-			to+1, k.def.SourceTopic, p.claim.Partition, from, from+n-1))
+		p.halt(actx, fmt.Errorf("the history topic has seq %d of %s[%d] but the event store lacks seqs %d..%d: does this %s read another database than the source's?",
+			to+1, k.source, p.claim.Partition, from, from+n-1, k.what))
 		return false
 	}
 	p.rt.metrics.gapFilled.Add(n)
 	p.log.Warn("events missing from the history topic (retention, or a publisher gap); applying them from the event store",
-		"source", k.def.SourceTopic, "from_seq", from, "to_seq", from+n-1, "topic_resumes_at_seq", to+1)
+		"source", k.source, "from_seq", from, "to_seq", from+n-1, "topic_resumes_at_seq", to+1)
 	items := make([]*evItem, len(evs))
 	for i := range evs {
 		items[i] = &evItem{offset: p.claim.NextOffset, ev: &Event{StoredEvent: evs[i]}}
-		items[i].poison = decodePayload(items[i].ev, k.p.Registry)
+		items[i].poison = decodePayload(items[i].ev, k.registry)
 	}
 	return p.commitEvents(actx, items)
 }
 
-// commitEvents commits items in one transaction or, when Apply fails, one
-// event per transaction until the poison event is found and handled by the
-// failure policy. It returns false when the partition stopped.
+// emitFunc is a consumer batch's work inside its fenced transaction: the
+// registry check of a projection, then the handler.
+func (p *partitionActor) emitFunc(evs []Event, next int64) func(ctx context.Context, tx pgx.Tx) ([]txn.OutboxRecord, error) {
+	k := p.rt.cons
+	schema, key := p.rt.cfg.schema, p.claim.PartitionKey
+	partition := key.Partition
+	return func(ctx context.Context, tx pgx.Tx) ([]txn.OutboxRecord, error) {
+		if k.proj != nil {
+			if err := projection.CheckInTx(ctx, tx, schema, k.proj.def, partition, next); err != nil {
+				return nil, err
+			}
+		}
+		if len(evs) == 0 {
+			return nil, nil
+		}
+		return k.apply(ctx, tx, key, evs)
+	}
+}
+
+// commitEvents commits items in one transaction or, when the handler fails,
+// one event per transaction until the poison event is found and handled by
+// the failure policy. It returns false when the partition stopped.
 func (p *partitionActor) commitEvents(actx pa.Context, items []*evItem) bool {
-	k := p.rt.proj
-	what := fmt.Sprintf("projection %s v%d", k.def.Name, k.def.Version)
+	k := p.rt.cons
 	single := false
 	for len(items) > 0 {
 		n := len(items)
@@ -238,85 +258,96 @@ func (p *partitionActor) commitEvents(actx pa.Context, items []*evItem) bool {
 		if p.rt.cfg.onFailure == Halt {
 			for _, it := range unit {
 				if it.dead != "" || it.poison != "" {
-					p.halt(actx, fmt.Errorf("offset %d: %s%s (failure policy is Halt; skip the event with onceflow projections skip, or fix the projection and resume)", it.offset, it.dead, it.poison))
+					p.halt(actx, fmt.Errorf("offset %d: %s%s (failure policy is Halt; skip the event with onceflow projections skip, or fix the handler and resume)", it.offset, it.dead, it.poison))
 					return false
 				}
 			}
 		}
-		b, evs := assembleEvents(p.claim, unit, what)
-		schema, def, partition, next := p.rt.cfg.schema, k.def, p.claim.Partition, b.NextSeqAfter()
-		b.InTx = func(ctx context.Context, tx pgx.Tx) error {
-			if err := projection.CheckInTx(ctx, tx, schema, def, partition, next); err != nil {
-				return err
-			}
-			if len(evs) == 0 {
-				return nil
-			}
-			return k.apply(ctx, tx, evs)
-		}
+		b, evs := assembleEvents(p.claim, unit, k.what)
+		b.Emit = p.emitFunc(evs, b.NextSeqAfter())
 		info := BatchInfo{Key: p.claim.PartitionKey, Epoch: p.claim.Epoch, FirstOffset: unit[0].offset, NextOffset: b.NextOffset, Records: n}
 		start := time.Now()
 		committed, err := p.commit(b)
 		var ae *applyError
-		var fe *txn.FencedError
 		switch {
 		case err == nil:
 			p.rt.metrics.observeCommit(n, 0, time.Since(start))
 			p.rt.metrics.applied.Add(int64(len(evs)))
 			p.rt.metrics.deadLetters.Add(int64(len(b.DeadLetters)))
-			p.claim.NextOffset, p.claim.NextSeq = committed.NextOffset, committed.NextSeq
-			p.committed.Store(committed.NextOffset)
-			if h := p.rt.cfg.faults.AfterCommit; h != nil {
-				if herr := h(p.ctx, info); herr != nil {
-					p.log.Warn("injected crash after commit: restarting the partition", "err", herr)
-					p.shutdown(actx)
-					p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
-					return false
-				}
+			if !p.consumerCommitted(actx, info, committed) {
+				return false
 			}
-			if h := p.rt.cfg.hooks.OnCommitted; h != nil {
-				h(info)
-			}
-			p.rt.mirrorOffset(p.claim.PartitionKey, committed.NextOffset)
 			if single && (unit[0].poison != "" || unit[0].dead != "") {
 				single = false // the poison event is handled: whole batches again
 			}
 			items = items[n:]
 		case errors.As(err, &ae):
 			if n > 1 {
-				p.log.Warn("projection Apply failed on a batch; applying its events one by one to find the failing one", "events", len(evs), "err", err)
+				p.log.Warn("handler failed on a batch; applying its events one by one to find the failing one", "what", k.what, "events", len(evs), "err", err)
 				single = true
 				continue
 			}
-			p.log.Error("projection Apply failed on an event", "seq", unit[0].ev.Seq, "policy", p.rt.cfg.onFailure, "err", err)
+			p.log.Error("handler failed on an event", "what", k.what, "seq", unit[0].ev.Seq, "policy", p.rt.cfg.onFailure, "err", err)
 			unit[0].poison = ae.err.Error()
-		case errors.Is(err, projection.ErrPaused), errors.Is(err, projection.ErrRetired), errors.Is(err, projection.ErrNotFound):
-			p.halt(actx, err)
-			return false
-		case errors.As(err, &fe):
-			// A newer owner, or the position moved under us (an
-			// operator's reset): reclaim and continue from Postgres.
-			if !fe.SelfFenced() {
-				p.rt.metrics.fenced.Add(1)
-			}
-			p.log.Warn("consumer commit fenced; reclaiming the partition", "err", err)
-			if h := p.rt.cfg.hooks.OnFenced; h != nil {
-				h(info, err)
-			}
-			p.shutdown(actx)
-			kind := controlFenced
-			if fe.SelfFenced() {
-				kind = controlRestart
-			}
-			p.rt.requestControl(controlMsg{kind: kind, partition: p.claim.Partition, epoch: p.claim.Epoch})
-			return false
-		case p.ctx.Err() != nil:
-			p.shutdown(actx)
-			return false
 		default:
-			p.halt(actx, fmt.Errorf("commit: %w", err))
+			p.consumerCommitFailed(actx, info, err)
 			return false
 		}
 	}
 	return true
+}
+
+// consumerCommitted moves the partition past a committed consumer batch
+// and runs the after-commit effects. It returns false when an injected
+// crash stopped the partition.
+func (p *partitionActor) consumerCommitted(actx pa.Context, info BatchInfo, committed txn.Committed) bool {
+	p.claim.NextOffset, p.claim.NextSeq, p.claim.NextOutboxSeq = committed.NextOffset, committed.NextSeq, committed.NextOutboxSeq
+	p.committed.Store(committed.NextOffset)
+	if h := p.rt.cfg.faults.AfterCommit; h != nil {
+		if herr := h(p.ctx, info); herr != nil {
+			p.log.Warn("injected crash after commit: restarting the partition", "err", herr)
+			p.shutdown(actx)
+			p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
+			return false
+		}
+	}
+	if p.pub != nil {
+		p.pub.offer(nil, nil, 0, committed.NextOutboxSeq-1)
+	}
+	if h := p.rt.cfg.hooks.OnCommitted; h != nil {
+		h(info)
+	}
+	if info.Records > 0 {
+		p.rt.mirrorOffset(p.claim.PartitionKey, committed.NextOffset)
+	}
+	return true
+}
+
+// consumerCommitFailed handles a consumer commit that failed for another
+// reason than the handler: the partition stops (halt, fence, shutdown).
+func (p *partitionActor) consumerCommitFailed(actx pa.Context, info BatchInfo, err error) {
+	var fe *txn.FencedError
+	switch {
+	case errors.Is(err, projection.ErrPaused), errors.Is(err, projection.ErrRetired), errors.Is(err, projection.ErrNotFound):
+		p.halt(actx, err)
+	case errors.As(err, &fe):
+		// A newer owner, or the position moved under us (an operator's
+		// reset): reclaim and continue from Postgres.
+		kind := controlFenced
+		if fe.SelfFenced() {
+			kind = controlRestart
+		} else {
+			p.rt.metrics.fenced.Add(1)
+		}
+		p.log.Warn("consumer commit fenced; letting the partition go", "err", err)
+		if h := p.rt.cfg.hooks.OnFenced; h != nil {
+			h(info, err)
+		}
+		p.shutdown(actx)
+		p.rt.requestControl(controlMsg{kind: kind, partition: p.claim.Partition, epoch: p.claim.Epoch})
+	case p.ctx.Err() != nil:
+		p.shutdown(actx)
+	default:
+		p.halt(actx, fmt.Errorf("commit: %w", err))
+	}
 }

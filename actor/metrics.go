@@ -54,6 +54,9 @@ type Stats struct {
 	// them (retention, or a publisher gap: alert when it grows while the
 	// topic's retention is unlimited).
 	Applied, GapFilled int64
+	// DeadlinesFired counts process-manager deadlines fired (committed);
+	// DeadlineErrors OnDeadline failures (the deadline stays due).
+	DeadlinesFired, DeadlineErrors int64
 }
 
 type metrics struct {
@@ -67,6 +70,7 @@ type metrics struct {
 	published, publishErrors, publishTxns         atomic.Int64
 	publishedOutbox                               atomic.Int64
 	applied, gapFilled                            atomic.Int64
+	deadlinesFired, deadlineErrors                atomic.Int64
 }
 
 func (m *metrics) observeRebalance(d time.Duration) {
@@ -110,5 +114,6 @@ func (m *metrics) snapshot() Stats {
 		SnapshotErrors: m.snapshotErrors.Load(), RebalanceMax: time.Duration(m.rebalanceMaxNanos.Load()),
 		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(), PublishTransactions: m.publishTxns.Load(), PublishedOutbox: m.publishedOutbox.Load(),
 		Applied: m.applied.Load(), GapFilled: m.gapFilled.Load(),
+		DeadlinesFired: m.deadlinesFired.Load(), DeadlineErrors: m.deadlineErrors.Load(),
 	}
 }

@@ -121,6 +121,12 @@ func (p *partitionActor) Receive(actx pa.Context) {
 		close(m.done)
 	case *pa.Started:
 		p.armPassivation(actx)
+		p.armDeadlines(actx)
+	case *deadlineTickMsg:
+		if !p.stopped {
+			p.fireDeadlines(actx)
+			p.armDeadlines(actx)
+		}
 	case *passivateTick:
 		if !p.stopped {
 			p.passivateIdle(actx)
@@ -199,7 +205,7 @@ func (p *partitionActor) flush(actx pa.Context) {
 	if len(recs) == 0 {
 		return
 	}
-	if p.rt.proj != nil {
+	if p.rt.cons != nil {
 		p.processEvents(actx, recs)
 	} else {
 		p.process(actx, recs)

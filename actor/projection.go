@@ -12,6 +12,7 @@ import (
 
 	"github.com/onceflow/onceflow/eventsource"
 	"github.com/onceflow/onceflow/projection"
+	"github.com/onceflow/onceflow/txn"
 )
 
 // Projection is a read model fed exactly once by the events of one command
@@ -70,8 +71,23 @@ type Event struct {
 	Payload any
 }
 
-// projectionKind is a Runtime's projection handler.
-type projectionKind struct {
+// consumerKind is a Runtime's event-consumer handler: a projection or a
+// process manager. Both run the same consumer pipeline (consume.go); they
+// differ in what a batch does inside its transaction.
+type consumerKind struct {
+	what     string // "projection balances v1", "process manager transfers"
+	source   string // the command topic whose events it reads
+	registry *eventsource.Registry
+	// handle applies events in tx and returns the outbox records they
+	// produced (the commands a process manager sends).
+	handle func(ctx context.Context, tx pgx.Tx, key txn.PartitionKey, evs []Event) ([]txn.OutboxRecord, error)
+
+	proj *projectionState // projections only
+	pm   *pmState         // process managers only
+}
+
+// projectionState is what a projection adds: its registry row.
+type projectionState struct {
 	def   projection.Def
 	p     Projection
 	store *projection.Store
@@ -119,12 +135,18 @@ func NewProjection(p Projection, pool *pgxpool.Pool, opts ...Option) (*Runtime, 
 	if err != nil {
 		return nil, err
 	}
-	r.proj = &projectionKind{def: def, p: p, store: projection.NewStore(pool, projection.WithSchema(r.cfg.schema))}
+	ps := &projectionState{def: def, p: p, store: projection.NewStore(pool, projection.WithSchema(r.cfg.schema))}
+	r.cons = &consumerKind{
+		what: fmt.Sprintf("projection %s v%d", def.Name, def.Version), source: def.SourceTopic, registry: p.Registry, proj: ps,
+		handle: func(ctx context.Context, tx pgx.Tx, _ txn.PartitionKey, evs []Event) ([]txn.OutboxRecord, error) {
+			return nil, p.Apply(ctx, tx, evs)
+		},
+	}
 	return r, nil
 }
 
 // register records the version in the registry (at Run).
-func (k *projectionKind) register(ctx context.Context) error {
+func (k *projectionState) register(ctx context.Context) error {
 	info, err := k.store.Register(ctx, k.def)
 	if err != nil {
 		return fmt.Errorf("onceflow: %w", err)
@@ -140,8 +162,11 @@ const switchCheckEvery = 2 * time.Second
 // tickProjection lets a building version switch readers to itself once it
 // has caught up on every partition (in the background).
 func (r *Runtime) tickProjection(now time.Time) {
-	k := r.proj
-	if k == nil || now.Before(k.checkAt) || !k.switching.CompareAndSwap(false, true) {
+	if r.cons == nil || r.cons.proj == nil {
+		return
+	}
+	k := r.cons.proj
+	if now.Before(k.checkAt) || !k.switching.CompareAndSwap(false, true) {
 		return
 	}
 	k.checkAt = now.Add(switchCheckEvery)

@@ -92,6 +92,12 @@ type publisher struct {
 func newPublisher(r *Runtime, claim txn.Claim, log *slog.Logger) *publisher {
 	p := &publisher{rt: r, key: claim.PartitionKey, epoch: claim.Epoch, log: log.With("component", "publisher"),
 		in: make(chan *handoff, 256), done: make(chan struct{})}
+	if r.cons != nil {
+		// An event consumer (process manager) publishes its outbox only;
+		// its claim's next_seq is its position in another partition's
+		// events.
+		claim.NextSeq, claim.PublishedSeq = 1, 0
+	}
 	p.committed.Store(claim.NextSeq - 1)
 	start := claim.PublishedSeq
 	if unsafeSkipPublish && start > 0 {
@@ -425,6 +431,10 @@ func (p *publisher) newProducer(ctx context.Context) (*txnProducer, error) {
 		m["partitioner"] = pt
 	}
 	m["transactional.id"] = fmt.Sprintf("onceflow.publish.%s.%d", p.key.Topic, p.key.Partition)
+	if p.rt.cons != nil {
+		// Several consumers read one history topic: one id per claim key.
+		m["transactional.id"] = fmt.Sprintf("onceflow.publish.%s.%s.%d", p.key.Group, p.key.Topic, p.key.Partition)
+	}
 	m["go.delivery.reports"] = false
 	m["client.id"] = p.rt.cfg.instanceID + "-publish-" + strconv.Itoa(int(p.key.Partition))
 	if _, ok := m["linger.ms"]; !ok {
@@ -506,7 +516,10 @@ func (t *txnProducer) publish(ctx context.Context, p *publisher, events []events
 			return fmt.Errorf("produce to %q: %w", cfg.historyTopic, err)
 		}
 	}
-	aggType := []byte(p.rt.h.aggregateType())
+	var aggType []byte
+	if len(states) > 0 {
+		aggType = []byte(p.rt.h.aggregateType())
+	}
 	for id, s := range states {
 		if err := produce(&kafka.Message{
 			TopicPartition: kafka.TopicPartition{Topic: &cfg.stateTopic, Partition: part},

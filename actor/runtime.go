@@ -24,8 +24,8 @@ import (
 // exactly one fenced writer at a time.
 type Runtime struct {
 	cfg     config
-	h       handler         // the aggregate kind (nil for a projection)
-	proj    *projectionKind // the projection kind (nil for an aggregate)
+	h       handler       // the aggregate kind (nil for a projection)
+	cons    *consumerKind // the event-consumer kind: a projection or a process manager (nil for an aggregate)
 	pool    *pgxpool.Pool
 	store   txn.Backend
 	es      eventsource.Reader
@@ -204,8 +204,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 			}
 		}
 	}
-	if r.proj != nil {
-		if err := r.proj.register(ctx); err != nil {
+	if r.cons != nil && r.cons.proj != nil {
+		if err := r.cons.proj.register(ctx); err != nil {
 			return err
 		}
 	}
@@ -238,7 +238,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	}
 	r.handles, r.unclaimed, r.kassigned = map[int32]*partitionHandle{}, map[int32]*unclaimed{}, map[int32]bool{}
 	r.refreshPartitionCount(nil)
-	if r.cfg.publish {
+	if r.cfg.publish && r.h != nil {
 		r.ensureEventTopics(ctx)
 	}
 	cb := func(c *kafka.Consumer, ev kafka.Event) error { return r.rebalance(ctx, c, ev) }

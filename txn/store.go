@@ -269,6 +269,26 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 			return Committed{}, fmt.Errorf("txn: commit %s[%d]: InTx: %w", key.Topic, key.Partition, err)
 		}
 	}
+	if b.Emit != nil {
+		recs, err := b.Emit(ctx, tx)
+		if err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: Emit: %w", key.Topic, key.Partition, err)
+		}
+		if len(recs) > 0 {
+			for i := range recs {
+				recs[i].Seq = next.NextOutboxSeq + int64(i)
+			}
+			if err := copyOutbox(ctx, tx, s.schema, key, recs); err != nil {
+				return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+			}
+			next.NextOutboxSeq += int64(len(recs))
+			// The row is ours since the fenced update above.
+			if _, err := tx.Exec(ctx, s.sql(`UPDATE onceflow.partition_claims SET next_outbox_seq = $1
+				WHERE group_id = $2 AND topic = $3 AND partition = $4`), next.NextOutboxSeq, key.Group, key.Topic, key.Partition); err != nil {
+				return Committed{}, fmt.Errorf("txn: commit %s[%d]: move next_outbox_seq: %w", key.Topic, key.Partition, err)
+			}
+		}
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return Committed{}, fmt.Errorf("txn: commit %s[%d]: commit: %w", key.Topic, key.Partition, err)
 	}
@@ -403,8 +423,17 @@ func resultDest(r *CommandResult) []any {
 // Result returns the stored result of command commandID for aggregateType,
 // or ErrNotFound.
 func (s *Store) Result(ctx context.Context, aggregateType, commandID string) (CommandResult, error) {
+	return resultIn(ctx, s.pool, s.schema, aggregateType, commandID)
+}
+
+// ResultTx is Result read inside tx (a handler's transaction), in schema.
+func ResultTx(ctx context.Context, tx pgx.Tx, schema, aggregateType, commandID string) (CommandResult, error) {
+	return resultIn(ctx, tx, schema, aggregateType, commandID)
+}
+
+func resultIn(ctx context.Context, q querier, schema, aggregateType, commandID string) (CommandResult, error) {
 	var r CommandResult
-	err := s.pool.QueryRow(ctx, s.sql(`SELECT `+resultColumns+` FROM onceflow.command_results
+	err := q.QueryRow(ctx, pgschema.Rewrite(schema, `SELECT `+resultColumns+` FROM onceflow.command_results
 		WHERE command_id = $1 AND aggregate_type = $2`), commandID, aggregateType).Scan(resultDest(&r)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return CommandResult{}, fmt.Errorf("%w: command %q of aggregate type %q", ErrNotFound, commandID, aggregateType)

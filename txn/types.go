@@ -130,6 +130,17 @@ type Batch struct {
 	// models). It runs only when the fence held, so it never does work for
 	// a zombie. An error rolls the whole batch back.
 	InTx func(ctx context.Context, tx pgx.Tx) error
+	// Emit, when set, runs inside the transaction after InTx and returns
+	// outbox records the handler produced there (a process manager's
+	// commands, which depend on state it read through tx). Commit numbers
+	// them after Outbox (their Seq is ignored) and moves next_outbox_seq
+	// past them, in the same transaction. Committed.NextOutboxSeq includes
+	// them. An error rolls the whole batch back.
+	Emit func(ctx context.Context, tx pgx.Tx) ([]OutboxRecord, error)
+	// Timer marks a batch that consumes no record and moves no position (a
+	// consumer's fired deadlines): NextOffset may equal the claim's. It is
+	// still fenced on the claim like any batch.
+	Timer bool
 }
 
 // NextSeqAfter is the claim's next_seq once the batch committed: NextSeq
@@ -139,6 +150,15 @@ func (b *Batch) NextSeqAfter() int64 {
 		return b.NextSeq
 	}
 	return b.Claim.NextSeq + int64(len(b.Events))
+}
+
+// Deadline is a process manager's scheduled timeout (see ScheduleTx).
+type Deadline struct {
+	Process string       // the process manager's name
+	ID      string       // unique per process manager
+	Key     PartitionKey // the claim key whose owner fires it
+	DueAt   time.Time
+	Payload []byte
 }
 
 // Committed is the claim position after a successful Commit.

@@ -60,7 +60,7 @@ func validate(b *Batch) error {
 	if c.NextOffset < 0 || c.NextSeq < 1 {
 		return fmt.Errorf("claim next_offset %d / next_seq %d out of range (offsets start at 0, seqs at 1)", c.NextOffset, c.NextSeq)
 	}
-	if b.NextOffset < c.NextOffset || (b.NextOffset == c.NextOffset && b.NextSeq <= c.NextSeq) {
+	if b.NextOffset < c.NextOffset || (b.NextOffset == c.NextOffset && b.NextSeq <= c.NextSeq && !b.Timer) {
 		return fmt.Errorf("NextOffset %d must be greater than the claim's next_offset %d (a batch consumes at least one record; only a consumer's catch-up batch, whose NextSeq moves its position, may leave the offset where it is)", b.NextOffset, c.NextOffset)
 	}
 

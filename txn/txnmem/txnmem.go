@@ -89,8 +89,8 @@ func (s *Store) Commit(ctx context.Context, b *txn.Batch) (txn.Committed, error)
 	if err := txn.ValidateBatch(b); err != nil {
 		return txn.Committed{}, err
 	}
-	if b.InTx != nil {
-		return txn.Committed{}, fmt.Errorf("%w: InTx (a handler's own SQL) needs the Postgres store", txn.ErrInvalidBatch)
+	if b.InTx != nil || b.Emit != nil {
+		return txn.Committed{}, fmt.Errorf("%w: InTx and Emit (a handler's own SQL) need the Postgres store", txn.ErrInvalidBatch)
 	}
 	key := b.Claim.PartitionKey
 	next := txn.Committed{NextOffset: b.NextOffset, NextSeq: b.NextSeqAfter(), NextOutboxSeq: b.Claim.NextOutboxSeq + int64(len(b.Outbox))}
