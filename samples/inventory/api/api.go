@@ -12,6 +12,8 @@ import (
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/projection"
+	"github.com/onceflow/onceflow/samples/inventory/readmodel"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 	"github.com/onceflow/onceflow/txn"
 )
@@ -30,6 +32,22 @@ type Reader interface {
 	Load(ctx context.Context, warehouse, sku string) (stock.State, int64, error)
 }
 
+// ReadModels answers the read-model queries. *readmodel.Reader implements
+// it; its errors say what went wrong (*readmodel.ArgumentError,
+// readmodel.ErrNotFound, readmodel.ErrNotReady).
+type ReadModels interface {
+	StockOfWarehouse(ctx context.Context, warehouse string, limit int, cursor string) (readmodel.StockPage, error)
+	LowStock(ctx context.Context, below int64, limit int, cursor string) (readmodel.StockPage, error)
+	Reservation(ctx context.Context, id string) (readmodel.Reservation, error)
+}
+
+// Waiter waits until projection name has applied pos. *projection.Waiter
+// implements it; its errors are *projection.WaitError (the context ended,
+// or the projection is halted or paused) or match projection.ErrNotFound.
+type Waiter interface {
+	WaitFor(ctx context.Context, name string, pos projection.Position) error
+}
+
 // Limits of the HTTP layer.
 const (
 	// MaxBodyBytes is the largest request body accepted (413 beyond).
@@ -39,6 +57,13 @@ const (
 	// DefaultSendTimeout is how long a command request waits for its outcome
 	// when Config.SendTimeout is zero.
 	DefaultSendTimeout = 10 * time.Second
+	// DefaultReadYourWritesTimeout is how long a Read-Your-Writes: true
+	// request waits for the read models when
+	// Config.ReadYourWritesTimeout is zero.
+	DefaultReadYourWritesTimeout = 5 * time.Second
+	// HeaderReadYourWrites: "true" makes a command request answer only once
+	// every read model shows the command.
+	HeaderReadYourWrites = "Read-Your-Writes"
 )
 
 // Config configures a Server. Sender and Reader are required.
@@ -54,6 +79,20 @@ type Config struct {
 	// SendTimeout bounds how long a command request waits for its outcome
 	// before answering 504. Default DefaultSendTimeout.
 	SendTimeout time.Duration
+	// ReadModels, when set, serves GET /v1/warehouses/{warehouse}/stock,
+	// /v1/low-stock and /v1/reservations/{reservation_id}; without it they
+	// are 404.
+	ReadModels ReadModels
+	// Waiter and Projections, when set, make read-your-writes available: a
+	// command request with the header "Read-Your-Writes: true" answers
+	// only after Waiter reports every projection of Projections has
+	// applied the command (its outcome's position). Without them such a
+	// request is a 400.
+	Waiter      Waiter
+	Projections []string
+	// ReadYourWritesTimeout bounds that wait, after the outcome arrived,
+	// before answering 504. Default DefaultReadYourWritesTimeout.
+	ReadYourWritesTimeout time.Duration
 }
 
 // Server is the HTTP handler. Safe for concurrent use.
@@ -75,11 +114,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SendTimeout < 0 {
 		errs = append(errs, fmt.Errorf("api: Config.SendTimeout must be >= 0, got %v", cfg.SendTimeout))
 	}
+	if cfg.ReadYourWritesTimeout < 0 {
+		errs = append(errs, fmt.Errorf("api: Config.ReadYourWritesTimeout must be >= 0, got %v", cfg.ReadYourWritesTimeout))
+	}
+	if (cfg.Waiter == nil) != (len(cfg.Projections) == 0) {
+		errs = append(errs, errors.New("api: Config.Waiter and Config.Projections go together: the projections a read-your-writes request waits for, and what waits"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if cfg.SendTimeout == 0 {
 		cfg.SendTimeout = DefaultSendTimeout
+	}
+	if cfg.ReadYourWritesTimeout == 0 {
+		cfg.ReadYourWritesTimeout = DefaultReadYourWritesTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -96,6 +144,11 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(base+"/release", only(s.command("release", decodeRelease), http.MethodPost))
 	s.mux.Handle(base+"/ship", only(s.command("ship", decodeShip), http.MethodPost))
 	s.mux.Handle(base+"/adjust", only(s.command("adjust", decodeAdjust), http.MethodPost))
+	if cfg.ReadModels != nil {
+		s.mux.Handle("/v1/warehouses/{warehouse}/stock", only(s.getWarehouseStock, http.MethodGet, http.MethodHead))
+		s.mux.Handle("/v1/low-stock", only(s.getLowStock, http.MethodGet, http.MethodHead))
+		s.mux.Handle("/v1/reservations/{reservation_id}", only(s.getReservation, http.MethodGet, http.MethodHead))
+	}
 	s.mux.Handle("/healthz", only(s.healthz, http.MethodGet, http.MethodHead))
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &apiError{status: http.StatusNotFound, Code: "not_found", Message: fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)})
@@ -205,6 +258,11 @@ func (s *Server) command(op string, decode func(w http.ResponseWriter, r *http.R
 			writeError(w, e)
 			return
 		}
+		ryw, e := s.readYourWrites(r)
+		if e != nil {
+			writeError(w, e)
+			return
+		}
 		cmd, e := decode(w, r, warehouse, sku)
 		if e != nil {
 			writeError(w, e)
@@ -214,7 +272,13 @@ func (s *Server) command(op string, decode func(w http.ResponseWriter, r *http.R
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SendTimeout)
 		defer cancel()
 		out, err := s.cfg.Sender.Send(ctx, cmd, actor.WithCommandID(id))
-		s.writeOutcome(w, r, id, key, out, err)
+		if ryw && err == nil && out.Status == txn.OutcomeAccepted {
+			if e := s.awaitReadModels(r, id, key, out); e != nil {
+				writeError(w, e)
+				return
+			}
+		}
+		s.writeOutcome(w, r, id, key, out, err, ryw)
 	}
 }
 
@@ -229,9 +293,14 @@ type outcomeBody struct {
 	Partition      int32  `json:"partition"`
 	Offset         int64  `json:"offset"`
 	Duplicate      bool   `json:"duplicate"`
+	// ReadYourWrites: the answer waited until every read model showed the
+	// command (Read-Your-Writes: true).
+	ReadYourWrites bool `json:"read_your_writes,omitempty"`
 }
 
-func (s *Server) writeOutcome(w http.ResponseWriter, r *http.Request, id, key string, out actor.Outcome, err error) {
+// writeOutcome answers with the command's outcome; waited says the read
+// models were waited for (an accepted command only).
+func (s *Server) writeOutcome(w http.ResponseWriter, r *http.Request, id, key string, out actor.Outcome, err error, waited bool) {
 	var (
 		rejected *actor.RejectedError
 		dead     *actor.DeadLetteredError
@@ -252,7 +321,7 @@ func (s *Server) writeOutcome(w http.ResponseWriter, r *http.Request, id, key st
 			writeJSON(w, http.StatusOK, outcomeBody{
 				CommandID: out.CommandID, IdempotencyKey: key, Status: string(out.Status), AggregateID: out.AggregateID,
 				FirstVersion: out.FirstVersion, LastVersion: out.LastVersion, Partition: out.Partition, Offset: out.Offset,
-				Duplicate: out.Duplicate,
+				Duplicate: out.Duplicate, ReadYourWrites: waited,
 			})
 		case txn.OutcomeRejected:
 			writeError(w, &apiError{status: http.StatusConflict, Code: "rejected", Message: out.Reason, CommandID: id, IdempotencyKey: key})

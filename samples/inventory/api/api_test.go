@@ -61,7 +61,8 @@ func (f *fakeReader) Load(_ context.Context, warehouse, sku string) (stock.State
 
 func newServer(t *testing.T, s api.Sender, r api.Reader) *api.Server {
 	t.Helper()
-	srv, err := api.New(api.Config{Sender: s, Reader: r, Logger: slog.New(slog.DiscardHandler), SendTimeout: 2 * time.Second})
+	srv, err := api.New(api.Config{Sender: s, Reader: r, Logger: slog.New(slog.DiscardHandler), SendTimeout: 2 * time.Second,
+		ReadModels: &fakeReadModels{}, Waiter: &fakeWaiter{}, Projections: []string{"stock_rm", "reservations_rm"}})
 	if err != nil {
 		t.Fatal(err)
 	}

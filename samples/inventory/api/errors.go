@@ -14,6 +14,7 @@ type apiError struct {
 	Field          string `json:"field,omitempty"`
 	CommandID      string `json:"command_id,omitempty"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	Projection     string `json:"projection,omitempty"` // the read model a read-your-writes wait gave up on
 }
 
 func writeError(w http.ResponseWriter, e *apiError) { writeJSON(w, e.status, e) }
