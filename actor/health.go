@@ -39,6 +39,7 @@ type PartitionHealth struct {
 	// HighWatermark is the partition's end offset as last seen by the
 	// consumer (-1 when not known yet); Lag = HighWatermark - NextOffset.
 	HighWatermark int64 `json:"high_watermark"`
+	lowWatermark  int64 // the partition's log start, as last seen (-1 when not known)
 	Lag           int64 `json:"lag"`
 	// PublishedSeq is the last event seq published to the history and
 	// state topics; PublishLag the events stored but not yet published;
@@ -117,11 +118,22 @@ func (r *Runtime) setHealth(p int32, f func(*PartitionHealth)) {
 	}
 	ph := r.health[p]
 	if ph == nil {
-		ph = &PartitionHealth{Partition: p, HighWatermark: -1}
+		ph = &PartitionHealth{Partition: p, HighWatermark: -1, lowWatermark: -1}
 		r.health[p] = ph
 	}
 	f(ph)
 	ph.Partition = p
+}
+
+// watermarks are the partition's low and high watermarks as of the last
+// health tick; -1 when unknown.
+func (r *Runtime) watermarks(p int32) (low, high int64) {
+	r.healthMu.Lock()
+	defer r.healthMu.Unlock()
+	if ph := r.health[p]; ph != nil {
+		return ph.lowWatermark, ph.HighWatermark
+	}
+	return -1, -1
 }
 
 func (r *Runtime) dropHealth(p int32) {
@@ -137,12 +149,12 @@ func (r *Runtime) dropHealth(p int32) {
 func (r *Runtime) tickHealth(now time.Time) {
 	for p, h := range r.handles {
 		next := h.nextOffset.Load()
-		high := int64(-1)
-		if _, hi, err := r.consumer.GetWatermarkOffsets(r.cfg.topic, p); err == nil && hi >= 0 {
-			high = hi
+		low, high := int64(-1), int64(-1)
+		if lo, hi, err := r.consumer.GetWatermarkOffsets(r.cfg.topic, p); err == nil && hi >= 0 {
+			low, high = lo, hi
 		}
 		r.setHealth(p, func(ph *PartitionHealth) {
-			ph.NextOffset, ph.HighWatermark = next, high
+			ph.NextOffset, ph.HighWatermark, ph.lowWatermark = next, high, low
 			ph.Lag = 0
 			if high >= 0 && high > next {
 				ph.Lag = high - next

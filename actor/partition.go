@@ -95,6 +95,9 @@ type partitionActor struct {
 	children map[string]*childEntry
 	stopped  bool
 	gapSeen  bool
+
+	lastRecord  time.Time // consumers: when the last record arrived
+	nextCatchUp time.Time // consumers: next idle catch-up check
 }
 
 func (p *partitionActor) Receive(actx pa.Context) {
@@ -121,11 +124,11 @@ func (p *partitionActor) Receive(actx pa.Context) {
 		close(m.done)
 	case *pa.Started:
 		p.armPassivation(actx)
-		p.armDeadlines(actx)
-	case *deadlineTickMsg:
+		p.armConsumerTick(actx)
+	case *consumerTickMsg:
 		if !p.stopped {
-			p.fireDeadlines(actx)
-			p.armDeadlines(actx)
+			p.onConsumerTick(actx)
+			p.armConsumerTick(actx)
 		}
 	case *passivateTick:
 		if !p.stopped {
@@ -181,6 +184,7 @@ func (p *partitionActor) onRecord(actx pa.Context, msg *kafka.Message) {
 		p.log.Info("offset gap in partition", "expected", p.received, "got", off)
 	}
 	p.received = off + 1
+	p.lastRecord = time.Now()
 	p.pending = append(p.pending, msg)
 	cfg := &p.rt.cfg
 	switch {

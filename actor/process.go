@@ -147,8 +147,7 @@ func (fx *Effects) Result(aggregateType, commandID string) (txn.CommandResult, e
 
 // pmState is what a process manager adds to the consumer kind.
 type pmState struct {
-	p     ProcessManager
-	store *txn.Store
+	p ProcessManager
 }
 
 var processName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -190,10 +189,11 @@ func NewProcessManager(pm ProcessManager, pool *pgxpool.Pool, opts ...Option) (*
 	if err != nil {
 		return nil, err
 	}
-	st := &pmState{p: pm, store: txn.NewStore(pool, txn.WithSchema(r.cfg.schema))}
+	st := &pmState{p: pm}
 	schema := r.cfg.schema
 	r.cons = &consumerKind{
 		what: fmt.Sprintf("process manager %s (source %s)", pm.Name, pm.Source), source: pm.Source, registry: pm.Events, pm: st,
+		pg: txn.NewStore(pool, txn.WithSchema(schema)),
 		handle: func(ctx context.Context, tx pgx.Tx, key txn.PartitionKey, evs []Event) ([]txn.OutboxRecord, error) {
 			fx := &Effects{ctx: ctx, tx: tx, schema: schema, process: pm.Name, key: key, reg: pm.Commands}
 			for _, ev := range evs {
@@ -207,21 +207,55 @@ func NewProcessManager(pm ProcessManager, pool *pgxpool.Pool, opts ...Option) (*
 	return r, nil
 }
 
-// Deadlines of a process manager are looked for every deadlineTick and
-// fired at most deadlineBatch at a time.
+// A consumer partition ticks every consumerTick: a process manager fires
+// its due deadlines (at most deadlineBatch at a time), and an idle
+// partition (no record for idleCatchUp) catches up from the event store.
 const (
-	deadlineTick  = 250 * time.Millisecond
+	consumerTick  = 250 * time.Millisecond
 	deadlineBatch = 100
+	idleCatchUp   = time.Second
 )
 
-type deadlineTickMsg struct{}
+type consumerTickMsg struct{}
 
-func (p *partitionActor) armDeadlines(actx pa.Context) {
-	if p.rt.cons == nil || p.rt.cons.pm == nil || p.rt.cons.pm.p.OnDeadline == nil {
+func (p *partitionActor) armConsumerTick(actx pa.Context) {
+	if p.rt.cons == nil {
 		return
 	}
 	self, root := actx.Self(), p.rt.system.Root
-	time.AfterFunc(deadlineTick, func() { root.Send(self, &deadlineTickMsg{}) })
+	time.AfterFunc(consumerTick, func() { root.Send(self, &consumerTickMsg{}) })
+}
+
+func (p *partitionActor) onConsumerTick(actx pa.Context) {
+	if pm := p.rt.cons.pm; pm != nil && pm.p.OnDeadline != nil {
+		p.fireDeadlines(actx)
+	}
+	if !p.stopped && len(p.pending) == 0 && p.queued.Load() == 0 && time.Since(p.lastRecord) >= idleCatchUp && time.Now().After(p.nextCatchUp) {
+		p.nextCatchUp = time.Now().Add(idleCatchUp)
+		p.catchUpIdle(actx)
+	}
+}
+
+// catchUpIdle applies, from the event store, the events the source has
+// published that this idle partition has not seen: the history topic no
+// longer holds them (retention deleted every record, so none arrives to
+// reveal the gap). It is exact whatever the topic holds: records that do
+// arrive later are skipped by seq.
+func (p *partitionActor) catchUpIdle(actx pa.Context) {
+	k := p.rt.cons
+	// Only when the topic has nothing more for us (it is empty, or we are
+	// at its end, a transaction marker aside): otherwise records are on
+	// their way and the catch-up would read Postgres for nothing.
+	if low, high := p.rt.watermarks(p.claim.Partition); high < 0 || (low < high && p.received < high-1) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	published, err := k.pg.PublishedSeq(ctx, k.source, p.claim.Partition)
+	cancel()
+	if err != nil || published < p.claim.NextSeq {
+		return
+	}
+	p.fillGap(actx, published)
 }
 
 // fireDeadlines fires the due deadlines of this partition in one fenced
@@ -231,7 +265,7 @@ func (p *partitionActor) fireDeadlines(actx pa.Context) {
 	k := p.rt.cons
 	pm := k.pm
 	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-	due, err := pm.store.DueDeadlines(ctx, pm.p.Name, p.claim.PartitionKey, time.Now(), deadlineBatch)
+	due, err := k.pg.DueDeadlines(ctx, pm.p.Name, p.claim.PartitionKey, time.Now(), deadlineBatch)
 	cancel()
 	if err != nil {
 		if p.ctx.Err() == nil {

@@ -84,6 +84,7 @@ type consumerKind struct {
 
 	proj *projectionState // projections only
 	pm   *pmState         // process managers only
+	pg   *txn.Store       // the Postgres store (consumers need Postgres)
 }
 
 // projectionState is what a projection adds: its registry row.
@@ -138,6 +139,7 @@ func NewProjection(p Projection, pool *pgxpool.Pool, opts ...Option) (*Runtime, 
 	ps := &projectionState{def: def, p: p, store: projection.NewStore(pool, projection.WithSchema(r.cfg.schema))}
 	r.cons = &consumerKind{
 		what: fmt.Sprintf("projection %s v%d", def.Name, def.Version), source: def.SourceTopic, registry: p.Registry, proj: ps,
+		pg: txn.NewStore(pool, txn.WithSchema(r.cfg.schema)),
 		handle: func(ctx context.Context, tx pgx.Tx, _ txn.PartitionKey, evs []Event) ([]txn.OutboxRecord, error) {
 			return nil, p.Apply(ctx, tx, evs)
 		},

@@ -199,7 +199,8 @@ func TestProjectionCatchesUpFromPostgresWhenTheTopicLostItsStart(t *testing.T) {
 		}
 		return nil
 	})
-	// Delete the first half of every history partition.
+	// Delete the first half of two history partitions, and all of the two
+	// others.
 	ac, err := kafka.NewAdminClient(&kafka.ConfigMap{"bootstrap.servers": e.brokers})
 	if err != nil {
 		t.Fatal(err)
@@ -216,7 +217,11 @@ func TestProjectionCatchesUpFromPostgresWhenTheTopicLostItsStart(t *testing.T) {
 		// History records of a partition: one per event, plus a
 		// transaction marker after each Kafka transaction; deleting
 		// below offset n/2 deletes at least n/4 events.
-		del = append(del, kafka.TopicPartition{Topic: &history, Partition: p, Offset: kafka.Offset(n / 2)})
+		off := kafka.Offset(n / 2)
+		if p < 2 {
+			off = kafka.OffsetEnd // every record: no record arrives to reveal the gap
+		}
+		del = append(del, kafka.TopicPartition{Topic: &history, Partition: p, Offset: off})
 		deleted += n / 2
 	}
 	res, err := ac.DeleteRecords(ctx, del)
@@ -366,6 +371,48 @@ func TestProjectionBlueGreenRebuild(t *testing.T) {
 	if a, err := store.Active(context.Background(), "balances"); err != nil || a.Version != 1 {
 		t.Fatalf("active %+v %v, want v1", a, err)
 	}
+	// Readers through the switch: each reads the active version and its
+	// table in one transaction (projection.ActiveTx); the events they see
+	// never go down and the version never goes back: no reader sees an
+	// empty or half-built view.
+	readerDone, readerErr := make(chan struct{}), make(chan error, 1)
+	var reads, switchedReads atomic.Int64
+	go func() {
+		defer close(readerErr)
+		var lastV int
+		var lastN int64
+		for {
+			select {
+			case <-readerDone:
+				return
+			default:
+			}
+			var v int
+			var n int64
+			err := pgx.BeginFunc(context.Background(), e.pool, func(tx pgx.Tx) error {
+				a, err := projection.ActiveTx(context.Background(), tx, "onceflow", "balances")
+				if err != nil {
+					return err
+				}
+				v = a.Version
+				return tx.QueryRow(context.Background(), fmt.Sprintf(`SELECT coalesce(sum(events), 0) FROM balances_v%d`, v)).Scan(&n)
+			})
+			switch {
+			case err != nil:
+				readerErr <- fmt.Errorf("reader: %w", err)
+				return
+			case v < lastV || n < lastN:
+				readerErr <- fmt.Errorf("reader saw v%d with %d events after v%d with %d events", v, n, lastV, lastN)
+				return
+			}
+			if v == 2 {
+				switchedReads.Add(1)
+			}
+			reads.Add(1)
+			lastV, lastN = v, n
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
 	bp2 := &balanceProjection{}
 	v2 := e.startProjection("v2", bp2.def(e, 2))
 	l.waitFor(t, 100)
@@ -376,6 +423,29 @@ func TestProjectionBlueGreenRebuild(t *testing.T) {
 		}
 		return nil
 	})
+	var rerr error
+	eventually(t, 30*time.Second, "a reader to read v2", func() error {
+		select {
+		case err, ok := <-readerErr:
+			if ok {
+				rerr = err
+			}
+			return nil
+		default:
+		}
+		if switchedReads.Load() == 0 {
+			return errNotYet
+		}
+		return nil
+	})
+	close(readerDone)
+	if rerr == nil {
+		rerr = <-readerErr
+	}
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	t.Logf("reads through the switch: %d (%d of v2)", reads.Load(), switchedReads.Load())
 	if bp2.dropped.Load() != 1 {
 		t.Fatalf("v1's tables dropped %d times, want 1", bp2.dropped.Load())
 	}

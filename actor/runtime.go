@@ -500,7 +500,7 @@ func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	props := pa.PropsFromProducer(func() pa.Actor {
 		return &partitionActor{
 			rt: r, claim: claim, ctx: pctx, log: log, queued: h.queued, inflight: h.inflight, committed: h.nextOffset, pub: pub,
-			received: claim.NextOffset, children: map[string]*childEntry{},
+			received: claim.NextOffset, children: map[string]*childEntry{}, lastRecord: time.Now(),
 		}
 	})
 	h.pid = r.system.Root.Spawn(props)
@@ -508,7 +508,7 @@ func (r *Runtime) startPartition(ctx context.Context, claim txn.Claim) {
 	r.metrics.assigned.Add(1)
 	r.metrics.owned.Add(1)
 	r.setHealth(claim.Partition, func(ph *PartitionHealth) {
-		*ph = PartitionHealth{Partition: claim.Partition, State: PartitionRunning, Epoch: claim.Epoch, NextOffset: claim.NextOffset}
+		*ph = PartitionHealth{Partition: claim.Partition, State: PartitionRunning, Epoch: claim.Epoch, NextOffset: claim.NextOffset, HighWatermark: -1, lowWatermark: -1}
 	})
 	r.healthMu.Lock()
 	if r.pubs == nil {

@@ -219,9 +219,34 @@ func (s *Store) Version(ctx context.Context, name string, version int) (Info, er
 }
 
 // Active returns the active version of name, or ErrNotFound. Readers that
-// pick tables by version read it in the same transaction as their query.
+// query the version's tables use ActiveTx in their transaction instead.
 func (s *Store) Active(ctx context.Context, name string) (Info, error) {
 	i, err := scanInfo(s.pool.QueryRow(ctx, s.sql(`SELECT `+infoColumns+` FROM onceflow.projections WHERE name = $1 AND state = 'active'`), name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Info{}, fmt.Errorf("%w: no active version of %q", ErrNotFound, name)
+	}
+	if err != nil {
+		return Info{}, fmt.Errorf("projection: read active %s: %w", name, err)
+	}
+	return i, nil
+}
+
+// ActiveTx returns the active version of name inside the reader's
+// transaction tx, locking its registry row FOR SHARE: a Switch (and the
+// drop of the old version's tables) waits until tx ends, so the tables of
+// the version read stay there, whole, for the whole transaction. Readers
+// that pick tables by version call it first in the transaction that
+// queries them.
+func ActiveTx(ctx context.Context, tx pgx.Tx, schema, name string) (Info, error) {
+	q := pgschema.Rewrite(schema, `SELECT `+infoColumns+` FROM onceflow.projections WHERE name = $1 AND state = 'active' FOR SHARE`)
+	i, err := scanInfo(tx.QueryRow(ctx, q, name))
+	if errors.Is(err, pgx.ErrNoRows) {
+		// A Switch committed while we waited for the old row's lock: the
+		// re-checked old row is retired and the new active row was not in
+		// this statement's snapshot. The next statement sees it (READ
+		// COMMITTED).
+		i, err = scanInfo(tx.QueryRow(ctx, q, name))
+	}
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Info{}, fmt.Errorf("%w: no active version of %q", ErrNotFound, name)
 	}

@@ -569,6 +569,19 @@ func (s *Store) MarkPublished(ctx context.Context, key PartitionKey, epoch, seq,
 	return nil
 }
 
+// PublishedSeq returns how far the events of a source partition have been
+// published to its history topic (the highest published_seq of its claim
+// rows; 0 when none). Consumers of the history topic that see no record
+// catch up from the event store up to it.
+func (s *Store) PublishedSeq(ctx context.Context, topic string, partition int32) (int64, error) {
+	var seq int64
+	err := s.pool.QueryRow(ctx, s.sql(`SELECT coalesce(max(published_seq), 0) FROM onceflow.partition_claims WHERE topic = $1 AND partition = $2`), topic, partition).Scan(&seq)
+	if err != nil {
+		return 0, fmt.Errorf("txn: published seq of %s[%d]: %w", topic, partition, err)
+	}
+	return seq, nil
+}
+
 // Backend is what the runtime's partition pipeline needs from its store:
 // claims with epochs, the fenced batch commit with its sinks, command
 // results, halts and publish positions. *Store implements it on Postgres;
