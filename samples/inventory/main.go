@@ -22,12 +22,18 @@
 //	-log-format     LOG_FORMAT      text or json (text)
 //	-log-level      LOG_LEVEL       debug, info, warn, error (info)
 //	-passivate-after PASSIVATE_AFTER idle time before an aggregate leaves memory (2m)
+//	-read-your-writes-timeout READ_YOUR_WRITES_TIMEOUT  how long a command
+//	                                with "Read-Your-Writes: true" waits for the
+//	                                read models (5s)
 //	-kafka-config   ONCEFLOW_KAFKA_CONFIG  extra librdkafka properties "k=v,k=v"
 //	                                (e.g. session.timeout.ms=3000); onceflow's
 //	                                own properties are refused at start-up
 //
-// GET /metrics serves the runtime's Prometheus metrics (actor.NewCollector)
-// on the API address.
+// Beside the aggregate's runtime it runs the runtimes of the two
+// projections of package readmodel (stock per warehouse, open
+// reservations), in the same lifecycle: they start together, and the first
+// one to stop stops the service. GET /metrics serves the Prometheus
+// metrics of all three (actor.NewCollector) on the API address.
 //
 // Several instances can serve the same topic and database: they share the
 // partitions through the consumer group and the fenced claims. Run the first
@@ -39,17 +45,20 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -59,10 +68,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/projection"
 	"github.com/onceflow/onceflow/samples/inventory/api"
+	"github.com/onceflow/onceflow/samples/inventory/readmodel"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 	"github.com/onceflow/onceflow/txn"
 )
@@ -97,6 +110,7 @@ type config struct {
 	logLevel     slog.Level
 	kafkaConfig  string // extra librdkafka properties "k=v,k=v", validated
 	passivate    time.Duration
+	rywTimeout   time.Duration // Read-Your-Writes: true waits at most this long
 }
 
 // parseConfig reads flags, falling back to environment variables, then to
@@ -144,6 +158,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		return config{}, fmt.Errorf("PASSIVATE_AFTER: %w", err3)
 	}
 	fs.DurationVar(&c.passivate, "passivate-after", passivate, "idle `duration` before an aggregate is passivated (env PASSIVATE_AFTER)")
+	ryw, err4 := time.ParseDuration(env("READ_YOUR_WRITES_TIMEOUT", api.DefaultReadYourWritesTimeout.String()))
+	if err4 != nil {
+		return config{}, fmt.Errorf("READ_YOUR_WRITES_TIMEOUT: %w", err4)
+	}
+	fs.DurationVar(&c.rywTimeout, "read-your-writes-timeout", ryw, "how long a command with \"Read-Your-Writes: true\" waits for the read models before answering 504 (env READ_YOUR_WRITES_TIMEOUT)")
 	fs.StringVar(&c.kafkaConfig, "kafka-config", env("ONCEFLOW_KAFKA_CONFIG", ""), "extra librdkafka properties `k=v,k=v` (env ONCEFLOW_KAFKA_CONFIG), e.g. session.timeout.ms=3000")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: inventory [flags]\n\nThe onceflow inventory sample service. With no configuration it starts an\nembedded Kafka broker and a private Postgres under -data-dir.\n\nFlags:\n")
@@ -175,6 +194,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	if strings.TrimSpace(c.topic) == "" {
 		errs = append(errs, errors.New("topic is empty"))
+	}
+	if c.rywTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("read-your-writes timeout must be > 0, got %v", c.rywTimeout))
 	}
 	if _, err := parseKafkaConfig(c.kafkaConfig); err != nil {
 		errs = append(errs, err)
@@ -281,54 +303,71 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	}
 	log.Info("schema migrated", "applied", applied)
 
-	// The aggregate, the runtime serving it and the client sending to it.
+	// The read models' tables and registry rows, before anything serves:
+	// readers and read-your-writes waits find an active version from the
+	// first request on (the projection runtimes do the same at Run).
+	projStore := projection.NewStore(pool)
+	if err := readmodel.Install(ctx, pool, projStore, c.topic); err != nil {
+		return err
+	}
+
+	// The aggregate, the runtimes serving it and its read models, and the
+	// client sending to it.
 	agg, err := stock.NewAggregate()
 	if err != nil {
 		return err
 	}
-	shared := []actor.SharedOption{
-		actor.WithBrokers(brokers), actor.WithTopic(c.topic), actor.WithLogger(log),
-		actor.WithCreateTopics(c.partitions),
-	}
+	// The options of every runtime (the aggregate's and the projections')
+	// and of the client: the same brokers, Kafka properties, logger and
+	// instance name (and schema: the default, the projection store's).
+	common := []actor.Option{actor.WithBrokers(brokers), actor.WithLogger(log)}
 	if kafkaProps != nil {
-		shared = append(shared, actor.WithKafkaConfig(kafkaProps))
+		common = append(common, actor.WithKafkaConfig(kafkaProps))
 	}
 	if props, _ := parseKafkaConfig(c.kafkaConfig); len(props) > 0 { // validated by parseConfig
-		shared = append(shared, actor.WithKafkaConfig(props))
-	}
-	rtOpts := make([]actor.Option, 0, len(shared)+1)
-	for _, o := range shared {
-		rtOpts = append(rtOpts, o)
+		kafkaProps = mergeProps(kafkaProps, props)
+		common = append(common, actor.WithKafkaConfig(props))
 	}
 	if c.instanceID != "" {
-		rtOpts = append(rtOpts, actor.WithInstanceID(c.instanceID))
+		common = append(common, actor.WithInstanceID(c.instanceID))
 	}
-	rtOpts = append(rtOpts, actor.WithPassivateAfter(c.passivate))
-	rt, err := actor.NewRuntime(agg, pool, rtOpts...)
+	// The aggregate's runtime and the client's: its command topic.
+	shared := slices.Concat([]actor.Option{actor.WithTopic(c.topic), actor.WithCreateTopics(c.partitions)}, common)
+	rt, err := actor.NewRuntime(agg, pool, slices.Concat(shared, []actor.Option{actor.WithPassivateAfter(c.passivate)})...)
 	if err != nil {
 		return fmt.Errorf("runtime: %w", err)
 	}
-	rtCtx, cancelRuntime := context.WithCancel(context.WithoutCancel(ctx))
-	rtDone := make(chan error, 1)
-	go func() { rtDone <- rt.Run(rtCtx) }()
-	closers = append(closers, func() {
-		cancelRuntime()
-		select {
-		case err := <-rtDone:
-			if err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("runtime stopped with an error", "err", err)
-			}
-		case <-time.After(30 * time.Second):
-			log.Error("runtime did not stop within 30s; exiting anyway (uncommitted batches are fenced on the next claim)")
-		}
-	})
-
-	clOpts := make([]actor.ClientOption, 0, len(shared)+1)
-	for _, o := range shared {
-		clOpts = append(clOpts, o)
+	// The projections read the history topic, which the aggregate's runtime
+	// creates when it starts. Created here first, so that they do not
+	// subscribe to a missing topic (Kafka clients notice a new topic only
+	// at their next metadata refresh, minutes later).
+	if err := ensureHistoryTopic(ctx, brokers, kafkaProps, c.topic+".events", c.partitions); err != nil {
+		return err
 	}
-	clOpts = append(clOpts, actor.WithResults(txn.NewStore(pool), time.Second))
-	client, err := actor.NewClient(ctx, agg.Registry, clOpts...)
+	runtimes := newRuntimeGroup(ctx, log)
+	closers = append(closers, func() { runtimes.stop(30 * time.Second) })
+	runtimes.start("runtime", rt.Run)
+	metrics := prometheus.NewRegistry()
+	if err := metrics.Register(actor.NewCollector(rt)); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	for _, p := range readmodel.Projections(c.topic, agg.Registry) {
+		fsys, dir := readmodel.Migrations()
+		// Halt, not dead-letter: a read model that skipped an event is
+		// wrong from then on; a halted partition is visible (503 on
+		// read-your-writes, onceflow projections list) until fixed.
+		prt, err := actor.NewProjection(p, pool, slices.Concat(common, []actor.Option{
+			actor.WithMigrations(readmodel.Component, fsys, dir), actor.WithFailurePolicy(actor.Halt)})...)
+		if err != nil {
+			return fmt.Errorf("projection %s: %w", p.Name, err)
+		}
+		runtimes.start("projection "+p.Name, prt.Run)
+		if err := metrics.Register(actor.NewCollector(prt)); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+
+	client, err := actor.NewClient(ctx, agg.Registry, slices.Concat(shared, []actor.Option{actor.WithResults(txn.NewStore(pool), time.Second)})...)
 	if err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
@@ -337,20 +376,22 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 			log.Error("close client", "err", err)
 		}
 	})
+	waiter := projection.NewWaiter(projStore)
+	closers = append(closers, waiter.Close)
 
 	// The API.
 	handler, err := api.New(api.Config{
-		Sender: client,
-		Reader: api.NewStoreReader(agg, eventsource.NewEventStore(pool)),
-		Health: pool.Ping,
-		Logger: log,
+		Sender:                client,
+		Reader:                api.NewStoreReader(agg, eventsource.NewEventStore(pool)),
+		ReadModels:            readmodel.NewReader(pool, projStore),
+		Waiter:                waiter,
+		Projections:           readmodel.Names(),
+		ReadYourWritesTimeout: c.rywTimeout,
+		Health:                pool.Ping,
+		Logger:                log,
 	})
 	if err != nil {
 		return err
-	}
-	metrics := prometheus.NewRegistry()
-	if err := metrics.Register(actor.NewCollector(rt)); err != nil {
-		return fmt.Errorf("metrics: %w", err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(metrics, promhttp.HandlerOpts{}))
@@ -359,11 +400,14 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	if err != nil {
 		return fmt.Errorf("http: %w", err)
 	}
+	// A command request waits for its outcome, then perhaps for the read
+	// models.
+	requestTime := api.DefaultSendTimeout + c.rywTimeout
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      api.DefaultSendTimeout + 20*time.Second,
+		WriteTimeout:      requestTime + 20*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -379,23 +423,111 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	select {
 	case <-ctx.Done():
 		log.Info("shutting down (Ctrl-C again to force)")
-	case err := <-rtDone:
-		failure = fmt.Errorf("runtime stopped: %w", err)
-		rtDone <- err // for the closer
+	case ex := <-runtimes.exited:
+		runtimes.received++
+		failure = fmt.Errorf("%s stopped: %w", ex.name, cmp.Or(ex.err, errors.New("without an error")))
 	case err := <-httpDone:
 		failure = fmt.Errorf("http server: %w", err)
 	}
 	stopSignals()
 
-	// In-flight requests wait for outcomes from the runtime, so the HTTP
-	// server drains first; the closers then stop the client, the runtime,
-	// the pool and the embedded services.
-	sctx, cancel := context.WithTimeout(context.Background(), api.DefaultSendTimeout+5*time.Second)
+	// In-flight requests wait for outcomes from the runtime and for the
+	// read models, so the HTTP server drains first; the closers then stop
+	// the waiter, the client, the runtimes, the pool and the embedded
+	// services.
+	sctx, cancel := context.WithTimeout(context.Background(), requestTime+5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("http shutdown", "err", err)
 	}
 	return failure
+}
+
+// runtimeGroup runs the aggregate's runtime and the projections' runtimes
+// in one lifecycle: each runs until the group's context ends, the first to
+// return (exited) stops the service, and stop cancels them all and waits.
+type runtimeGroup struct {
+	ctx      context.Context
+	cancel   context.CancelFunc
+	log      *slog.Logger
+	exited   chan runtimeExit
+	started  int
+	received int // exits already taken from exited
+}
+
+type runtimeExit struct {
+	name string
+	err  error
+}
+
+// newRuntimeGroup returns a group whose runtimes outlive ctx: they stop
+// when stop is called, after the HTTP server has drained.
+func newRuntimeGroup(ctx context.Context, log *slog.Logger) *runtimeGroup {
+	gctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	return &runtimeGroup{ctx: gctx, cancel: cancel, log: log, exited: make(chan runtimeExit, 8)}
+}
+
+func (g *runtimeGroup) start(name string, run func(context.Context) error) {
+	g.started++
+	go func() { g.exited <- runtimeExit{name, run(g.ctx)} }()
+}
+
+// stop cancels every runtime and waits for them, at most timeout.
+func (g *runtimeGroup) stop(timeout time.Duration) {
+	g.cancel()
+	deadline := time.After(timeout)
+	for ; g.received < g.started; g.received++ {
+		select {
+		case ex := <-g.exited:
+			if ex.err != nil && !errors.Is(ex.err, context.Canceled) {
+				g.log.Error(ex.name+" stopped with an error", "err", ex.err)
+			}
+		case <-deadline:
+			g.log.Error("runtimes did not stop in time; exiting anyway (uncommitted batches are fenced on the next claim)",
+				"timeout", timeout, "still_running", g.started-g.received)
+			return
+		}
+	}
+}
+
+// ensureHistoryTopic creates the history topic when it is missing, as the
+// aggregate's runtime does: the command topic's partition count (the
+// publisher writes each event to its source partition's number), unlimited
+// retention (a projection version rebuilds from the first event).
+func ensureHistoryTopic(ctx context.Context, brokers string, props map[string]string, topic string, partitions int) error {
+	// As onceflow's own clients: no KIP-714 metrics push. Errors only: the
+	// properties are the consumers' too, which an admin client would warn
+	// about.
+	cm := kafka.ConfigMap{"bootstrap.servers": brokers, "enable.metrics.push": false}
+	for k, v := range props {
+		cm[k] = v
+	}
+	cm["log_level"] = 3
+	admin, err := kafka.NewAdminClient(&cm)
+	if err != nil {
+		return fmt.Errorf("kafka admin client: %w", err)
+	}
+	defer admin.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	res, err := admin.CreateTopics(cctx, []kafka.TopicSpecification{{Topic: topic, NumPartitions: partitions, ReplicationFactor: -1,
+		Config: map[string]string{"retention.ms": "-1", "retention.bytes": "-1"}}})
+	if err != nil {
+		return fmt.Errorf("create topic %q: %w", topic, err)
+	}
+	for _, r := range res {
+		if c := r.Error.Code(); c != kafka.ErrNoError && c != kafka.ErrTopicAlreadyExists {
+			return fmt.Errorf("create topic %q: %w", r.Topic, r.Error)
+		}
+	}
+	return nil
+}
+
+func mergeProps(a, b map[string]string) map[string]string {
+	out := make(map[string]string, len(a)+len(b))
+	maps.Copy(out, a)
+	maps.Copy(out, b)
+	return out
 }
 
 func banner(w io.Writer, url, brokers string, c config) {
@@ -408,10 +540,13 @@ func banner(w io.Writer, url, brokers string, c config) {
 
   Try:
     curl -s -X POST %s/receive -H 'Content-Type: application/json' -d '{"qty": 10}'
-    curl -s -X POST %s/reserve -H 'Content-Type: application/json' -H 'Idempotency-Key: order-7' -d '{"reservation_id": "order-7", "qty": 3}'
+    curl -s -X POST %s/reserve -H 'Content-Type: application/json' -H 'Idempotency-Key: order-7' -H 'Read-Your-Writes: true' -d '{"reservation_id": "order-7", "qty": 3}'
     curl -s %s
+    curl -s %s/v1/warehouses/ams-1/stock
+    curl -s '%s/v1/low-stock?below=10'
+    curl -s %s/v1/reservations/order-7
 
-`, url, brokers, c.topic, url, base, base, base)
+`, url, brokers, c.topic, url, base, base, base, url, url, url)
 }
 
 // redact hides a password in a database URL for logs and errors.

@@ -18,7 +18,7 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := config{httpAddr: "127.0.0.1:8080", topic: "inventory.commands", partitions: 12, dataDir: ".onceflow",
-		embeddedPort: 9092, logFormat: "text", logLevel: slog.LevelInfo, passivate: 2 * time.Minute}
+		embeddedPort: 9092, logFormat: "text", logLevel: slog.LevelInfo, passivate: 2 * time.Minute, rywTimeout: 5 * time.Second}
 	if c != want {
 		t.Fatalf("config = %+v\nwant     %+v", c, want)
 	}
@@ -51,6 +51,8 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"extra"}, nil, `unexpected argument "extra"`},
 		{[]string{"-nope"}, nil, "flag provided but not defined"},
 		{nil, map[string]string{"ONCEFLOW_KAFKA_CONFIG": "session.timeout.ms"}, `kafka config "session.timeout.ms": want key=value`},
+		{[]string{"-read-your-writes-timeout", "0s"}, nil, "read-your-writes timeout must be > 0, got 0s"},
+		{nil, map[string]string{"READ_YOUR_WRITES_TIMEOUT": "soon"}, `READ_YOUR_WRITES_TIMEOUT: time: invalid duration "soon"`},
 	} {
 		_, err := parseConfig(tc.args, envOf(tc.env), io.Discard)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

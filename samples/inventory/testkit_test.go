@@ -100,6 +100,28 @@ func TestTwoInstancesWithTestkit(t *testing.T) {
 			t.Fatalf("SKU-%d: %v", i, got)
 		}
 	}
+
+	// Read your writes across instances: a command one instance answered
+	// with "Read-Your-Writes: true" is in the read models (shared in
+	// Postgres) that the other one serves, at once.
+	if code, m := a.post(t, mug+"/reserve", "order-9", `{"reservation_id": "order-9", "qty": 2}`, "Read-Your-Writes", "true"); code != 200 || m["read_your_writes"] != true {
+		t.Fatalf("reserve order-9 via a: %d %v", code, m)
+	}
+	if got := b.get(t, "/v1/reservations/order-9"); fmt.Sprint(got["lines"]) != "[map[qty:2 sku:MUG-BLUE warehouse:ams-1]]" {
+		t.Fatalf("order-9 via b: %v", got)
+	}
+	found := false
+	for _, it := range b.get(t, "/v1/warehouses/ams-1/stock?limit=1000")["items"].([]any) {
+		if it := it.(map[string]any); it["sku"] == "MUG-BLUE" {
+			found = true
+			if it["on_hand"] != 10.0 || it["reserved"] != 5.0 || it["available"] != 5.0 || it["version"] != 3.0 {
+				t.Fatalf("MUG-BLUE in the stock read model via b: %v", it)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("MUG-BLUE is not in the stock read model")
+	}
 }
 
 // instance is one running copy of the service.
@@ -123,6 +145,9 @@ func startInstance(t *testing.T, env *testkit.Env, id string) *instance {
 		"KAFKA_BROKERS": env.Brokers(), "DATABASE_URL": env.DSN(), "HTTP_ADDR": "127.0.0.1:0",
 		"INSTANCE_ID": id, "PARTITIONS": "4", "LOG_LEVEL": "warn",
 		"ONCEFLOW_KAFKA_CONFIG": strings.Join(props, ","),
+		// A deadline for a slow machine (the first waits include the
+		// projections joining their groups), not a delay.
+		"READ_YOUR_WRITES_TIMEOUT": "90s",
 	}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -153,9 +178,10 @@ func startInstance(t *testing.T, env *testkit.Env, id string) *instance {
 	return nil
 }
 
-// post sends a command and, like a well-behaved client, retries a 504 with
-// the same Idempotency-Key (bounded by a deadline).
-func (in *instance) post(t *testing.T, path, key, body string) (int, map[string]any) {
+// post sends a command, with header pairs, and, like a well-behaved
+// client, retries a 504 outcome_unknown with the same Idempotency-Key
+// (bounded by a deadline).
+func (in *instance) post(t *testing.T, path, key, body string, header ...string) (int, map[string]any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(in.ctx, time.Minute)
 	defer cancel()
@@ -163,11 +189,14 @@ func (in *instance) post(t *testing.T, path, key, body string) (int, map[string]
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, in.base+path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Idempotency-Key", key)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Add(header[i], header[i+1])
+		}
 		code, m, err := do(req)
 		if err != nil {
 			t.Fatalf("POST %s via %s: %v", path, in.id, err)
 		}
-		if code != http.StatusGatewayTimeout {
+		if code != http.StatusGatewayTimeout || m["code"] != "outcome_unknown" {
 			return code, m
 		}
 		t.Logf("504 from %s, retrying %s with the same key", in.id, key)
