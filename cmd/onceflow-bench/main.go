@@ -14,6 +14,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -38,6 +39,10 @@ type params struct {
 	n, n1, aggregates, inflight, partitions, batch int
 	wait                                           time.Duration
 	verbose                                        bool
+	rebuildEvents                                  int
+	lagFor                                         time.Duration
+	only                                           string
+	lagRate                                        float64
 }
 
 func main() {
@@ -50,6 +55,10 @@ func main() {
 	flag.IntVar(&p.batch, "batch", 1000, "max records per batch transaction in the batched run")
 	flag.DurationVar(&p.wait, "wait", 10*time.Millisecond, "max wait to fill a batch in the batched run")
 	flag.BoolVar(&p.verbose, "v", false, "log the runtime's warnings")
+	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
+	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands or projections")
+	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -90,6 +99,9 @@ func run(ctx context.Context, p params) error {
 	fmt.Printf("onceflow-bench: %d cores, GOMAXPROCS %d, brokers %s, %d partitions, %d aggregates, %d in flight\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), brokers, p.partitions, p.aggregates, p.inflight)
 
+	if p.only == "projections" {
+		return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
+	}
 	b1off, err := runOnce(ctx, p, "b1nopub", brokers, adminDSN, p.n1, 1, 0, false, logger)
 	if err != nil {
 		return fmt.Errorf("batch-size-1 run without publishing: %w", err)
@@ -109,6 +121,25 @@ func run(ctx context.Context, p params) error {
 	fmt.Printf("speed-up batched/batch1: %.1fx; publishing on/off: %.2f\n", bn.cmdsPerS/b1.cmdsPerS, bn.cmdsPerS/off.cmdsPerS)
 	fmt.Printf("BENCH batched_cmds_per_s=%.0f batched_nopublish_cmds_per_s=%.0f batch1_cmds_per_s=%.0f batch1_nopublish_cmds_per_s=%.0f publish_events_per_s=%.0f publish_catchup_ms=%d\n",
 		bn.cmdsPerS, off.cmdsPerS, b1.cmdsPerS, b1off.cmdsPerS, bn.publishPerS, bn.catchup.Milliseconds())
+	if p.only == "commands" {
+		return nil
+	}
+	return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, bn.cmdsPerS/2), logger)
+}
+
+// projections runs the projection benchmarks: the rebuild over
+// p.rebuildEvents stored events, and the live lag at rate commands/s.
+func projections(ctx context.Context, p params, brokers, adminDSN string, rate float64, logger *slog.Logger) error {
+	rb, err := rebuild(ctx, p, brokers, adminDSN, p.rebuildEvents, logger)
+	if err != nil {
+		return fmt.Errorf("projection rebuild: %w", err)
+	}
+	p50, p99, err := liveLag(ctx, p, brokers, adminDSN, rate, p.lagFor, logger)
+	if err != nil {
+		return fmt.Errorf("projection live lag: %w", err)
+	}
+	fmt.Printf("BENCH rebuild_events_per_s=%.0f live_lag_p50_ms=%.1f live_lag_p99_ms=%.1f live_lag_rate_cmds_per_s=%.0f\n",
+		rb, float64(p50.Microseconds())/1000, float64(p99.Microseconds())/1000, rate)
 	return nil
 }
 
