@@ -383,7 +383,7 @@ func run(ctx context.Context, stopSignals func(), c config, stderr io.Writer, re
 	handler, err := api.New(api.Config{
 		Sender:                client,
 		Reader:                api.NewStoreReader(agg, eventsource.NewEventStore(pool)),
-		ReadModels:            readmodel.NewReader(pool, projStore),
+		ReadModels:            readmodel.NewReader(pool, ""),
 		Waiter:                waiter,
 		Projections:           readmodel.Names(),
 		ReadYourWritesTimeout: c.rywTimeout,

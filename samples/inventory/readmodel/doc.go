@@ -40,9 +40,10 @@
 // the history topic while the old one keeps serving, and once it has caught
 // up its runtime switches readers to it and drops the old table (Drop) in
 // one transaction. Readers (Reader) pick the active version from the
-// registry (projection.Store.Active) on every query, so they follow the
-// switch without a restart. A new version's table must keep the columns the
-// queries read, or ship with queries for both.
+// registry in the transaction of every query (projection.ActiveTx), so they
+// follow the switch without a restart, and the switch waits for the
+// queries in flight before dropping the old table. A new version's table
+// must keep the columns the queries read, or ship with queries for both.
 //
 // # Freshness
 //

@@ -1,6 +1,7 @@
 package readmodel
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -9,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/onceflow/onceflow/projection"
@@ -79,44 +79,48 @@ type Reservation struct {
 
 // Reader queries the read models. Safe for concurrent use.
 //
-// Every query reads the projection's active version from the registry
-// (projection.Store.Active) and then that version's table, so after a
-// blue/green switch the next query reads the new tables. A query that lost
-// the race with a switch (the version it picked was dropped in between:
-// undefined_table) reads the registry again, once. The columns a query
-// reads must exist in every version it may find active: a version that
-// changes them ships with readers for both.
+// Every query runs in one transaction that first reads the projection's
+// active version from the registry (projection.ActiveTx, which holds its
+// registry row FOR SHARE) and then queries that version's table: after a
+// blue/green switch the next query reads the new version, and a switch
+// (with the drop of the old version's table) waits for the queries in
+// flight, so a query never sees a table vanish. The columns a query reads
+// must exist in every version it may find active: a version that changes
+// them ships with queries for both.
 type Reader struct {
-	pool  *pgxpool.Pool
-	store *projection.Store
+	pool   *pgxpool.Pool
+	schema string
 }
 
-// NewReader returns a Reader on pool; store is the projection registry (its
-// schema).
-func NewReader(pool *pgxpool.Pool, store *projection.Store) *Reader {
-	return &Reader{pool: pool, store: store}
+// NewReader returns a Reader on pool. schema is onceflow's (the registry's)
+// schema: "" for the default, "onceflow", else what actor.WithSchema set.
+func NewReader(pool *pgxpool.Pool, schema string) *Reader {
+	return &Reader{pool: pool, schema: cmp.Or(schema, "onceflow")}
 }
 
-// read runs q on the table of name's active version.
-func (r *Reader) read(ctx context.Context, name string, q func(table string, version int) error) error {
-	for attempt := 0; ; attempt++ {
-		info, err := r.store.Active(ctx, name)
+// read runs q in a transaction, on the table of name's active version.
+func (r *Reader) read(ctx context.Context, name string, q func(tx pgx.Tx, table string, version int) error) error {
+	var version int
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		info, err := projection.ActiveTx(ctx, tx, r.schema, name)
 		if errors.Is(err, projection.ErrNotFound) {
 			return fmt.Errorf("%w: projection %s has no active version yet (it is registered when its runtime or Install runs)", ErrNotReady, name)
 		}
 		if err != nil {
-			return fmt.Errorf("readmodel: %w", err)
+			return err
 		}
-		err = q(table(name, info.Version), info.Version)
-		var pgErr *pgconn.PgError
-		if attempt == 0 && errors.As(err, &pgErr) && pgErr.Code == "42P01" {
-			continue // undefined_table: a newer version took over and dropped it
-		}
-		if err != nil {
-			return fmt.Errorf("readmodel: %s v%d: %w", name, info.Version, err)
-		}
-		return nil
+		version = info.Version
+		return q(tx, table(name, version), version)
+	})
+	switch {
+	case errors.Is(err, ErrNotReady):
+		return err
+	case err != nil && version == 0:
+		return fmt.Errorf("readmodel: %s: %w", name, err)
+	case err != nil:
+		return fmt.Errorf("readmodel: %s v%d: %w", name, version, err)
 	}
+	return nil
 }
 
 func checkLimit(limit int) error {
@@ -152,8 +156,8 @@ func (r *Reader) StockOfWarehouse(ctx context.Context, warehouse string, limit i
 		return StockPage{}, err
 	}
 	var page StockPage
-	err = r.read(ctx, StockName, func(t string, version int) error {
-		rows, _ := r.pool.Query(ctx, `SELECT `+stockColumns+` FROM `+t+` WHERE warehouse = $1 AND sku > $2 ORDER BY sku LIMIT $3`,
+	err = r.read(ctx, StockName, func(tx pgx.Tx, t string, version int) error {
+		rows, _ := tx.Query(ctx, `SELECT `+stockColumns+` FROM `+t+` WHERE warehouse = $1 AND sku > $2 ORDER BY sku LIMIT $3`,
 			warehouse, after, limit+1)
 		items, err := pgx.CollectRows(rows, scanStock)
 		if err != nil {
@@ -190,8 +194,8 @@ func (r *Reader) LowStock(ctx context.Context, below int64, limit int, cursor st
 		}
 	}
 	var page StockPage
-	err := r.read(ctx, StockName, func(t string, version int) error {
-		rows, _ := r.pool.Query(ctx, `SELECT `+stockColumns+` FROM `+t+`
+	err := r.read(ctx, StockName, func(tx pgx.Tx, t string, version int) error {
+		rows, _ := tx.Query(ctx, `SELECT `+stockColumns+` FROM `+t+`
 			WHERE available < $1 AND (available, warehouse, sku) > ($2, $3, $4)
 			ORDER BY available, warehouse, sku LIMIT $5`, below, after.available, after.warehouse, after.sku, limit+1)
 		items, err := pgx.CollectRows(rows, scanStock)
@@ -217,8 +221,8 @@ func (r *Reader) Reservation(ctx context.Context, id string) (Reservation, error
 		return Reservation{}, &ArgumentError{Name: "reservation_id", Reason: err.Error()}
 	}
 	var res Reservation
-	err := r.read(ctx, ReservationsName, func(t string, version int) error {
-		rows, _ := r.pool.Query(ctx, `SELECT warehouse, sku, qty FROM `+t+` WHERE reservation_id = $1 ORDER BY warehouse, sku`, id)
+	err := r.read(ctx, ReservationsName, func(tx pgx.Tx, t string, version int) error {
+		rows, _ := tx.Query(ctx, `SELECT warehouse, sku, qty FROM `+t+` WHERE reservation_id = $1 ORDER BY warehouse, sku`, id)
 		lines, err := pgx.CollectRows(rows, pgx.RowToStructByPos[ReservationLine])
 		res = Reservation{ID: id, Lines: lines, Version: version}
 		return err

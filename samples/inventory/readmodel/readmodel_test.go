@@ -62,7 +62,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, pool: pool, store: store, reader: readmodel.NewReader(pool, store), reg: reg,
+	return &env{t: t, pool: pool, store: store, reader: readmodel.NewReader(pool, ""), reg: reg,
 		projs: readmodel.Projections(topic, reg), states: map[string]stock.State{}, versions: map[string]int64{}}
 }
 
@@ -496,7 +496,38 @@ func TestReadersFollowTheActiveVersion(t *testing.T) {
 	if page, err := e.reader.StockOfWarehouse(ctx, "ams-1", 10, ""); err != nil || page.Version != 1 {
 		t.Fatalf("while v2 builds, readers stay on v1: %+v %v", page, err)
 	}
-	if err := e.store.Switch(ctx, readmodel.StockName, 2, e.projs[0].Drop); err != nil {
+	// Readers running through the switch: each reads v1 or v2 whole, none
+	// fails on a dropped table.
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				page, err := e.reader.StockOfWarehouse(ctx, "ams-1", 10, "")
+				if err == nil && (len(page.Items) != 1 || page.Items[0].OnHand != int64(10*page.Version)) {
+					err = fmt.Errorf("v%d read %+v", page.Version, page.Items)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	err := e.store.Switch(ctx, readmodel.StockName, 2, e.projs[0].Drop)
+	close(stop)
+	for range 4 {
+		if rerr := <-errs; rerr != nil {
+			t.Errorf("a read during the switch: %v", rerr)
+		}
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	page, err := e.reader.LowStock(ctx, 100, 10, "")
@@ -515,7 +546,7 @@ func TestNotReadyBeforeRegistration(t *testing.T) {
 	if err := projection.Migrate(ctx, pool); err != nil {
 		t.Fatal(err)
 	}
-	r := readmodel.NewReader(pool, projection.NewStore(pool))
+	r := readmodel.NewReader(pool, "")
 	if _, err := r.StockOfWarehouse(ctx, "ams-1", 10, ""); !errors.Is(err, readmodel.ErrNotReady) || !strings.Contains(err.Error(), readmodel.StockName) {
 		t.Fatalf("stock: %v", err)
 	}
