@@ -34,7 +34,7 @@ import (
 // to fill a gap (msg nil).
 type evItem struct {
 	msg    *kafka.Message
-	offset int64
+	offset int64  // the record's offset; minus the seq for an event read from Postgres
 	ev     *Event // nil: a repeat of an applied seq, or a foreign record
 	dead   string // a foreign record: why it is dead-lettered
 	poison string // an event that cannot be applied: why
@@ -218,7 +218,9 @@ func (p *partitionActor) fillGap(actx pa.Context, to int64) bool {
 		"source", k.source, "from_seq", from, "to_seq", from+n-1, "topic_resumes_at_seq", to+1)
 	items := make([]*evItem, len(evs))
 	for i := range evs {
-		items[i] = &evItem{offset: p.claim.NextOffset, ev: &Event{StoredEvent: evs[i]}}
+		// No Kafka offset: a dead letter of such an event records minus
+		// its seq (unique per partition, like offsets).
+		items[i] = &evItem{offset: -evs[i].Seq, ev: &Event{StoredEvent: evs[i]}}
 		items[i].poison = decodePayload(items[i].ev, k.registry)
 	}
 	return p.commitEvents(actx, items)
@@ -265,13 +267,19 @@ func (p *partitionActor) commitEvents(actx pa.Context, items []*evItem) bool {
 		}
 		b, evs := assembleEvents(p.claim, unit, k.what)
 		b.Emit = p.emitFunc(evs, b.NextSeqAfter())
-		info := BatchInfo{Key: p.claim.PartitionKey, Epoch: p.claim.Epoch, FirstOffset: unit[0].offset, NextOffset: b.NextOffset, Records: n}
+		records := 0
+		for _, it := range unit {
+			if it.msg != nil {
+				records++
+			}
+		}
+		info := BatchInfo{Key: p.claim.PartitionKey, Epoch: p.claim.Epoch, FirstOffset: p.claim.NextOffset, NextOffset: b.NextOffset, Records: records}
 		start := time.Now()
 		committed, err := p.commit(b)
 		var ae *applyError
 		switch {
 		case err == nil:
-			p.rt.metrics.observeCommit(n, 0, time.Since(start))
+			p.rt.metrics.observeCommit(records, 0, time.Since(start))
 			p.rt.metrics.applied.Add(int64(len(evs)))
 			p.rt.metrics.deadLetters.Add(int64(len(b.DeadLetters)))
 			if !p.consumerCommitted(actx, info, committed) {

@@ -88,6 +88,8 @@ type CommandResult struct {
 type DeadLetter struct {
 	ID int64
 	PartitionKey
+	// Offset is the record's Kafka offset; for an event a consumer read
+	// from the event store instead of its topic, minus the event's seq.
 	Offset     int64
 	CommandID  string // "" when the record had none
 	Key        []byte

@@ -174,7 +174,7 @@ func rebuild(ctx context.Context, p params, brokers, adminDSN string, n int, log
 	fmt.Printf("rebuild: %d events stored and published over %d partitions in %v\n", n, p.partitions, time.Since(fillStart).Round(time.Millisecond))
 
 	rt, err := actor.NewProjection(stockProjection(source, false), pool,
-		actor.WithBrokers(brokers), actor.WithLogger(logger), actor.WithInstanceID("bench"), actor.WithBatch(p.batch, p.wait), benchMigrations())
+		actor.WithBrokers(brokers), actor.WithLogger(logger), actor.WithInstanceID("bench"), benchMigrations())
 	if err != nil {
 		return 0, err
 	}
@@ -243,7 +243,7 @@ func liveLag(ctx context.Context, p params, brokers, adminDSN string, rate float
 		return 0, 0, err
 	}
 	proj, err := actor.NewProjection(stockProjection(topic, true), pool,
-		actor.WithBrokers(brokers), actor.WithLogger(logger), actor.WithInstanceID("bench-proj"), actor.WithBatch(p.batch, p.wait), benchMigrations())
+		actor.WithBrokers(brokers), actor.WithLogger(logger), actor.WithInstanceID("bench-proj"), benchMigrations())
 	if err != nil {
 		return 0, 0, err
 	}
