@@ -57,7 +57,7 @@ func main() {
 	flag.BoolVar(&p.verbose, "v", false, "log the runtime's warnings")
 	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
-	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands or projections")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, latency or projections")
 	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -99,6 +99,9 @@ func run(ctx context.Context, p params) error {
 	fmt.Printf("onceflow-bench: %d cores, GOMAXPROCS %d, brokers %s, %d partitions, %d aggregates, %d in flight\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), brokers, p.partitions, p.aggregates, p.inflight)
 
+	if p.only == "latency" {
+		return latency(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
+	}
 	if p.only == "projections" {
 		return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
 	}
@@ -124,7 +127,27 @@ func run(ctx context.Context, p params) error {
 	if p.only == "commands" {
 		return nil
 	}
+	if err := latency(ctx, p, brokers, adminDSN, bn.cmdsPerS/2, logger); err != nil {
+		return err
+	}
 	return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, bn.cmdsPerS/2), logger)
+}
+
+// latency runs the open-loop latency benchmark at 200 commands/s and at
+// half, the given rate (half of the batched run's throughput).
+func latency(ctx context.Context, p params, brokers, adminDSN string, half float64, logger *slog.Logger) error {
+	low, err := openLoop(ctx, p, brokers, adminDSN, 200, p.lagFor, logger)
+	if err != nil {
+		return fmt.Errorf("open loop at 200 cmds/s: %w", err)
+	}
+	hi, err := openLoop(ctx, p, brokers, adminDSN, half, p.lagFor, logger)
+	if err != nil {
+		return fmt.Errorf("open loop at %.0f cmds/s: %w", half, err)
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	fmt.Printf("BENCH open_loop_200_p50_ms=%.1f open_loop_200_p99_ms=%.1f open_loop_half_rate=%.0f open_loop_half_p50_ms=%.1f open_loop_half_p99_ms=%.1f open_loop_half_p999_ms=%.1f\n",
+		ms(low[0]), ms(low[1]), half, ms(hi[0]), ms(hi[1]), ms(hi[2]))
+	return nil
 }
 
 // projections runs the projection benchmarks: the rebuild over
@@ -246,6 +269,13 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 		}
 		res.catchup = time.Since(start) - elapsed
 		res.publishPerS = float64(events) / time.Since(start).Seconds()
+	}
+	// Sequential scans on the hot path would make a command's cost grow
+	// with the history: show them.
+	var scans string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(string_agg(relname || ' ' || seq_scan || ' (' || seq_tup_read || ' rows)', ', ' ORDER BY relname), 'none')
+		FROM pg_stat_user_tables WHERE schemaname = 'onceflow' AND seq_scan > 0 AND relname <> 'schema_migrations'`).Scan(&scans); err == nil {
+		defer fmt.Printf("%-8s sequential scans: %s\n", name, scans)
 	}
 	st := rt.Stats()
 	avgBatch := float64(st.Records) / float64(max(st.Batches, 1))

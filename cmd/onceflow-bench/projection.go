@@ -357,3 +357,76 @@ func createTopics(ctx context.Context, brokers string, partitions int, topics ..
 	}
 	return nil
 }
+
+// openLoop sends commands at a fixed rate for d (open loop: command i is
+// due at start + i/rate whatever happened before, and its latency counts
+// from that due time, so a stall is not hidden by the sender slowing down)
+// and returns the Send->outcome latency percentiles p50, p99, p99.9.
+func openLoop(ctx context.Context, p params, brokers, adminDSN string, rate float64, d time.Duration, logger *slog.Logger) ([3]time.Duration, error) {
+	var out [3]time.Duration
+	pool, done, err := benchDB(ctx, adminDSN, "openloop", int32(p.partitions+4))
+	if err != nil {
+		return out, err
+	}
+	defer done()
+	agg, err := stock.NewAggregate()
+	if err != nil {
+		return out, err
+	}
+	topic := fmt.Sprintf("bench.openloop.%d", time.Now().UnixNano())
+	rt, err := actor.NewRuntime(agg, pool, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
+		actor.WithBatch(p.batch, p.wait), actor.WithLogger(logger), actor.WithInstanceID("bench"))
+	if err != nil {
+		return out, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- rt.Run(rctx) }()
+	defer func() { cancel(); <-runErr }()
+	if err := waitOwned(rt, p.partitions, runErr); err != nil {
+		return out, err
+	}
+	client, err := actor.NewClient(ctx, agg.Registry, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithLogger(logger), actor.WithSendTimeout(time.Minute))
+	if err != nil {
+		return out, err
+	}
+	defer client.Close()
+	// Warm up (connections, metadata, first loads) outside the measurement.
+	for i := range 200 {
+		if _, err := client.Send(ctx, stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}); err != nil {
+			return out, err
+		}
+	}
+	n := int(rate * d.Seconds())
+	lat := make([]time.Duration, n)
+	var failed atomic.Int64
+	var sends sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		due := start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+		if wait := time.Until(due); wait > 0 {
+			time.Sleep(wait)
+		}
+		sends.Add(1)
+		go func() {
+			defer sends.Done()
+			if _, err := client.Send(ctx, stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}); err != nil {
+				failed.Add(1)
+			}
+			lat[i] = time.Since(due)
+		}()
+	}
+	sends.Wait()
+	if f := failed.Load(); f > 0 {
+		return out, fmt.Errorf("%d of %d commands failed", f, n)
+	}
+	slices.Sort(lat)
+	for i, q := range []float64{0.5, 0.99, 0.999} {
+		out[i] = lat[min(int(q*float64(n)), n-1)]
+	}
+	st := rt.Stats()
+	fmt.Printf("open loop %6.0f cmds/s for %v: p50 %v p99 %v p99.9 %v max %v; %d batches (avg %.1f records, avg commit %v)\n",
+		rate, d, out[0].Round(100*time.Microsecond), out[1].Round(100*time.Microsecond), out[2].Round(100*time.Microsecond), lat[n-1].Round(100*time.Microsecond),
+		st.Batches, float64(st.Records)/float64(max(st.Batches, 1)), st.CommitTimeSum/time.Duration(max(st.Batches, 1)))
+	return out, nil
+}

@@ -36,6 +36,8 @@ const (
 	VHistoryGap          = "history_gap"                   // the history topic skips a seq, or misses a stored event
 	VHistoryMismatch     = "history_mismatch"              // a history record differs from the stored event of its seq
 	VStateTopic          = "state_topic_mismatch"          // the state topic's latest value of an aggregate is not the fold of its events
+	VProjectionBehind    = "projection_behind"             // a projection did not apply every stored event of a partition (or halted)
+	VReadModel           = "read_model_mismatch"           // a read model row differs from the fold of its aggregate's events
 )
 
 // Violation is one broken promise found by Check.
@@ -67,6 +69,7 @@ type CheckResult struct {
 	HistoryRecords   int            `json:"history_records"` // records on the history topic
 	HistoryRepeats   int            `json:"history_repeats"` // of which repeats of an earlier seq (a publish redone after a crash)
 	StateKeys        int            `json:"state_keys"`      // aggregates on the state topic
+	ReadModels       string         `json:"read_models"`     // what the read-model check covered ("" when no projection ran)
 }
 
 type checker struct {
@@ -117,6 +120,7 @@ func Check(d *Data) CheckResult {
 	c.model(results, records)
 	c.history()
 	c.stateTopic()
+	c.readModels()
 	return c.res
 }
 
@@ -652,5 +656,100 @@ func (c *checker) stateTopic() {
 		if v := evs[len(evs)-1].Version; !sameState(st, fold) || r.Headers["onceflow-version"] != strconv.FormatInt(v, 10) {
 			c.fail(VStateTopic, "aggregate %s: latest state record %+v at version %s, the fold of its events (to version %d) is %+v", agg, st, r.Headers["onceflow-version"], v, fold)
 		}
+	}
+}
+
+// readModels checks the inventory sample's projections: every active
+// version applied every stored event of every partition (not halted), and
+// its rows are the fold of each aggregate's stored events (stock: on hand,
+// reserved, version; reservations: the open ones).
+func (c *checker) readModels() {
+	rm := c.d.ReadModels
+	if rm == nil {
+		return
+	}
+	last := map[int32]int64{}
+	events := map[string][]Event{}
+	for _, e := range c.d.Events {
+		last[e.Partition] = max(last[e.Partition], e.Seq)
+		events[e.AggregateID] = append(events[e.AggregateID], e)
+	}
+	type pv struct {
+		name string
+		v    int
+	}
+	seen := map[pv]map[int32]bool{}
+	for _, p := range rm.Positions {
+		k := pv{p.Name, p.Version}
+		if seen[k] == nil {
+			seen[k] = map[int32]bool{}
+		}
+		seen[k][p.Partition] = true
+		if p.Halted != "" {
+			c.fail(VProjectionBehind, "projection %s v%d partition %d halted at seq %d: %s", p.Name, p.Version, p.Partition, p.Position, p.Halted)
+		}
+		if p.Position != last[p.Partition] {
+			c.fail(VProjectionBehind, "projection %s v%d partition %d at seq %d, the partition's last event is seq %d", p.Name, p.Version, p.Partition, p.Position, last[p.Partition])
+		}
+	}
+	for k, parts := range seen {
+		for p, l := range last {
+			if !parts[p] && l > 0 {
+				c.fail(VProjectionBehind, "projection %s v%d has no position on partition %d (last event seq %d)", k.name, k.v, p, l)
+			}
+		}
+	}
+
+	var positions int64
+	for _, p := range rm.Positions {
+		positions += p.Position
+	}
+	c.res.ReadModels = fmt.Sprintf("%d projection partitions at %d applied events in total, %d stock rows, %d open reservation lines compared with the fold",
+		len(rm.Positions), positions, len(rm.Stock), len(rm.Reservations))
+	stockRows := map[string]StockRow{}
+	for _, r := range rm.Stock {
+		stockRows[r.AggregateID] = r
+	}
+	resRows := map[string]map[string]int64{}
+	for _, r := range rm.Reservations {
+		if resRows[r.AggregateID] == nil {
+			resRows[r.AggregateID] = map[string]int64{}
+		}
+		resRows[r.AggregateID][r.ReservationID] += r.Qty
+	}
+	for _, agg := range slices.Sorted(maps.Keys(events)) {
+		evs := events[agg]
+		sort.Slice(evs, func(i, j int) bool { return evs[i].Version < evs[j].Version })
+		fold, err := c.fold(evs, nil)
+		if err != nil {
+			continue // reported by model()
+		}
+		row, ok := stockRows[agg]
+		switch {
+		case !ok:
+			c.fail(VReadModel, "stock read model has no row for %s (%d events, fold on hand %d reserved %d)", agg, len(evs), fold.OnHand, fold.Reserved)
+		case row.OnHand != fold.OnHand || row.Reserved != fold.Reserved || row.Version != int64(len(evs)):
+			c.fail(VReadModel, "stock read model %s: on hand %d reserved %d at v%d, the fold of its %d events: on hand %d reserved %d",
+				agg, row.OnHand, row.Reserved, row.Version, len(evs), fold.OnHand, fold.Reserved)
+		}
+		delete(stockRows, agg)
+		got := resRows[agg]
+		for id, qty := range fold.Reservations {
+			if got[id] != qty {
+				c.fail(VReadModel, "reservations read model %s: reservation %q holds %d, the fold %d", agg, id, got[id], qty)
+			}
+		}
+		for id, qty := range got {
+			if _, ok := fold.Reservations[id]; !ok {
+				c.fail(VReadModel, "reservations read model %s: reservation %q (qty %d) is open, the fold has it closed or never made", agg, id, qty)
+			}
+		}
+		delete(resRows, agg)
+	}
+	for agg := range stockRows {
+		c.fail(VReadModel, "stock read model has a row for %s, which has no stored event", agg)
+	}
+	for agg := range resRows {
+		c.fail(VReadModel, "reservations read model has rows for %s, which has no stored event", agg)
 	}
 }

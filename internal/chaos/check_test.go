@@ -303,6 +303,57 @@ func TestCheckCatchesPublishBreaks(t *testing.T) {
 	}
 }
 
+// project fills the read models as correct projections would: the fold of
+// every aggregate's events, positions at each partition's last seq.
+func (h *history) project() {
+	rm := &ReadModels{}
+	last := map[int32]int64{}
+	for _, e := range h.d.Events {
+		last[e.Partition] = max(last[e.Partition], e.Seq)
+	}
+	for _, name := range inventoryProjections {
+		for p, seq := range last {
+			rm.Positions = append(rm.Positions, ProjectionPosition{Name: name, Version: 1, Partition: p, Position: seq})
+		}
+	}
+	for _, agg := range slices.Sorted(maps.Keys(h.st)) {
+		st := h.st[agg]
+		rm.Stock = append(rm.Stock, StockRow{AggregateID: agg, OnHand: st.OnHand, Reserved: st.Reserved, Version: h.ver[agg]})
+		for id, qty := range st.Reservations {
+			rm.Reservations = append(rm.Reservations, ReservationRow{AggregateID: agg, ReservationID: id, Qty: qty})
+		}
+	}
+	h.d.ReadModels = rm
+}
+
+func TestCheckCatchesReadModelBreaks(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		want   []string
+		mutate func(h *history)
+	}{
+		{name: "clean", mutate: func(h *history) {}},
+		{name: "an event applied twice", want: []string{VReadModel}, mutate: func(h *history) { h.d.ReadModels.Stock[0].OnHand *= 2 }},
+		{name: "a row missing", want: []string{VReadModel}, mutate: func(h *history) { h.d.ReadModels.Stock = h.d.ReadModels.Stock[1:] }},
+		{name: "a reservation left open", want: []string{VReadModel}, mutate: func(h *history) {
+			h.d.ReadModels.Reservations = append(h.d.ReadModels.Reservations, ReservationRow{AggregateID: h.d.ReadModels.Stock[0].AggregateID, ReservationID: "ghost", Qty: 1})
+		}},
+		{name: "a projection behind", want: []string{VProjectionBehind}, mutate: func(h *history) { h.d.ReadModels.Positions[0].Position-- }},
+		{name: "a projection halted", want: []string{VProjectionBehind}, mutate: func(h *history) { h.d.ReadModels.Positions[1].Halted = "poison" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := sample(t)
+			h.publish()
+			h.project()
+			tc.mutate(h)
+			got := kinds(Check(h.d))
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("violation kinds %v, want %v; details:\n%s", got, tc.want, details(Check(h.d)))
+			}
+		})
+	}
+}
+
 func details(res CheckResult) string {
 	var b strings.Builder
 	for _, v := range res.Violations {

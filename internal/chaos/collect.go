@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/onceflow/onceflow/samples/inventory/stock"
 )
 
 const group = "onceflow.inventory.stock" // the sample's consumer group (onceflow. + aggregate type)
@@ -52,6 +55,9 @@ func collectPostgres(ctx context.Context, dsn string, d *Data) error {
 	}
 	d.Claims, err = readClaims(ctx, conn)
 	if err != nil {
+		return err
+	}
+	if d.ReadModels, err = readReadModels(ctx, conn); err != nil {
 		return err
 	}
 	rows, _ = conn.Query(ctx, `SELECT aggregate_id, version, state FROM onceflow.snapshots`)
@@ -321,4 +327,119 @@ func collectTopic(ctx context.Context, brokers, topic string, partitions int, qu
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// The inventory sample's projections (samples/inventory/readmodel).
+var inventoryProjections = []string{"inventory_stock", "inventory_reservations"}
+
+// readReadModels reads the active versions of the inventory sample's
+// projections: their positions per partition of the command topic and
+// their rows. nil when the service runs no projection.
+func readReadModels(ctx context.Context, conn *pgx.Conn) (*ReadModels, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('onceflow.projections') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return nil, err
+	}
+	rm := &ReadModels{}
+	versions := map[string]int{}
+	for _, name := range inventoryProjections {
+		var v int
+		err := conn.QueryRow(ctx, `SELECT version FROM onceflow.projections WHERE name = $1 AND state = 'active'`, name).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil // the service runs no projection
+		}
+		if err != nil {
+			return nil, fmt.Errorf("projection %s: %w", name, err)
+		}
+		versions[name] = v
+		rows, _ := conn.Query(ctx, `
+			SELECT src.partition, coalesce(c.next_seq, 1) - 1, CASE WHEN c.halted_at IS NULL THEN '' ELSE coalesce(nullif(c.halt_reason, ''), 'halted') END
+			FROM (SELECT DISTINCT partition FROM onceflow.partition_claims WHERE topic = $1) src
+			LEFT JOIN onceflow.projections p ON p.name = $2 AND p.version = $3
+			LEFT JOIN onceflow.partition_claims c ON c.group_id = p.group_id AND c.topic = p.history_topic AND c.partition = src.partition
+			ORDER BY 1`, commandTopic, name, v)
+		ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ProjectionPosition, error) {
+			x := ProjectionPosition{Name: name, Version: v}
+			err := r.Scan(&x.Partition, &x.Position, &x.Halted)
+			return x, err
+		})
+		if err != nil {
+			return nil, fmt.Errorf("projection %s positions: %w", name, err)
+		}
+		rm.Positions = append(rm.Positions, ps...)
+	}
+	rows, _ := conn.Query(ctx, fmt.Sprintf(`SELECT warehouse, sku, on_hand, reserved, version FROM inventory_stock_v%d`, versions["inventory_stock"]))
+	var err error
+	rm.Stock, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (StockRow, error) {
+		var w, sku string
+		var x StockRow
+		err := r.Scan(&w, &sku, &x.OnHand, &x.Reserved, &x.Version)
+		x.AggregateID = stock.AggregateID(w, sku)
+		return x, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("stock read model: %w", err)
+	}
+	rows, _ = conn.Query(ctx, fmt.Sprintf(`SELECT warehouse, sku, reservation_id, qty FROM inventory_reservations_v%d`, versions["inventory_reservations"]))
+	rm.Reservations, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (ReservationRow, error) {
+		var w, sku string
+		var x ReservationRow
+		err := r.Scan(&w, &sku, &x.ReservationID, &x.Qty)
+		x.AggregateID = stock.AggregateID(w, sku)
+		return x, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reservations read model: %w", err)
+	}
+	return rm, nil
+}
+
+// waitProjections waits until the active versions of the inventory
+// sample's projections have applied every stored event (or ctx ends; the
+// checker then reports the projections behind).
+func waitProjections(ctx context.Context, dsn string) error {
+	var last string
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		conn, err := pgx.Connect(cctx, dsn)
+		if err == nil {
+			var rm *ReadModels
+			rm, err = readReadModels(cctx, conn)
+			var lastSeq map[int32]int64
+			if err == nil && rm != nil {
+				lastSeq = map[int32]int64{}
+				rows, _ := conn.Query(cctx, `SELECT partition, max(seq) FROM onceflow.events WHERE topic = $1 GROUP BY partition`, commandTopic)
+				var p int32
+				var seq int64
+				_, err = pgx.ForEachRow(rows, []any{&p, &seq}, func() error { lastSeq[p] = seq; return nil })
+			}
+			conn.Close(context.WithoutCancel(cctx))
+			if err == nil {
+				if rm == nil {
+					cancel()
+					return nil
+				}
+				var behind []string
+				for _, p := range rm.Positions {
+					if p.Position != lastSeq[p.Partition] {
+						behind = append(behind, fmt.Sprintf("%s:%d:%d/%d", p.Name, p.Partition, p.Position, lastSeq[p.Partition]))
+					}
+				}
+				if len(behind) == 0 {
+					cancel()
+					return nil
+				}
+				last = "behind: " + strings.Join(behind, " ")
+			}
+		}
+		cancel()
+		if err != nil {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("projections not caught up: %s", last)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

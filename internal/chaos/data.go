@@ -125,6 +125,38 @@ type Snapshot struct {
 	State       []byte
 }
 
+// ReadModels are the inventory sample's projections at the end of a run:
+// their positions and the rows of their active versions.
+type ReadModels struct {
+	Positions    []ProjectionPosition
+	Stock        []StockRow
+	Reservations []ReservationRow
+}
+
+// ProjectionPosition is an active projection version's position on one
+// source partition (0 without a claim row).
+type ProjectionPosition struct {
+	Name      string
+	Version   int
+	Partition int32
+	Position  int64 // last source seq applied
+	Halted    string
+}
+
+// StockRow is a row of the stock read model.
+type StockRow struct {
+	AggregateID      string
+	OnHand, Reserved int64
+	Version          int64
+}
+
+// ReservationRow is a row of the open reservations read model.
+type ReservationRow struct {
+	AggregateID   string
+	ReservationID string
+	Qty           int64
+}
+
 // Data is everything the checker looks at, collected after the run with the
 // load stopped and every partition drained.
 type Data struct {
@@ -139,4 +171,5 @@ type Data struct {
 	Snapshots   []Snapshot
 	History     []TopicRecord // the history topic, in offset order per partition
 	States      []TopicRecord // the state topic, in offset order per partition
+	ReadModels  *ReadModels   // nil when the service runs no projection
 }

@@ -298,6 +298,9 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	if drainErr != nil {
 		log.Warn("drain", "err", drainErr) // the checker reports the partitions behind
 	}
+	if err := waitProjections(drain, d.adminDSN()); err != nil {
+		log.Warn("projections", "err", err) // the checker reports the projections behind
+	}
 
 	// Stop the instances, so nothing changes while the checker reads.
 	for _, s := range d.running() {
@@ -387,6 +390,9 @@ func (r *Report) Summary() string {
 	}
 	s += fmt.Sprintf("  published  %d history records (%d repeats of an earlier seq), latest state of %d aggregates\n",
 		r.Check.HistoryRecords, r.Check.HistoryRepeats, r.Check.StateKeys)
+	if r.Check.ReadModels != "" {
+		s += "  read       " + r.Check.ReadModels + "\n"
+	}
 	s += fmt.Sprintf("  faults     %v (%d failed to inject)\n", r.Faults, r.FaultErrors)
 	o := r.Ownership
 	s += fmt.Sprintf("  ownership  %d claims, %d revocations (%d lost), %d fenced commits, %d self-fenced, %d halts, %d transient retries, %d incarnations\n",
