@@ -134,19 +134,12 @@ func Check(ctx context.Context, pool *pgxpool.Pool, schema string) (Report, erro
 	}
 	table := func(name string) string { return pgx.Identifier{schema, name}.Sanitize() }
 
-	accounts := map[string]Account{}
-	effects := map[string][]effect{} // by transfer
-	transfers := map[string]Transfer{}
-	finals := map[string]int{}
-
+	v := newVerifier(&rep)
 	rows, err := pool.Query(ctx, `SELECT aggregate_type, aggregate_id, version, type, data, command_id FROM `+table("events")+`
 		WHERE aggregate_type = ANY($1) ORDER BY aggregate_type, aggregate_id, version`, []string{AccountType, TransferType})
 	if err != nil {
 		return rep, fmt.Errorf("ledger: check: read events: %w", err)
 	}
-	var lastType, lastID string
-	var lastVersion int64
-	broken := map[string]bool{} // aggregates whose invariant already broke: report the first event only
 	for rows.Next() {
 		var typ, id, name, cmdID string
 		var version int64
@@ -155,64 +148,100 @@ func Check(ctx context.Context, pool *pgxpool.Pool, schema string) (Report, erro
 			rows.Close()
 			return rep, fmt.Errorf("ledger: check: %w", err)
 		}
-		rep.Events++
-		if typ != lastType || id != lastID {
-			lastType, lastID, lastVersion = typ, id, 0
-		}
-		if version != lastVersion+1 {
-			rep.add(VEventGap, id, "%s version %d follows %d", typ, version, lastVersion)
-		}
-		lastVersion = version
-		v, err := reg.Decode(name, data)
+		payload, err := reg.Decode(name, data)
 		if err != nil {
 			rep.add(VUndecodable, id, "%s version %d: %v", typ, version, err)
 			continue
 		}
-		if typ == AccountType {
-			ev, ok := v.(AccountEvent)
-			if !ok {
-				rep.add(VUndecodable, id, "%s version %d: %T is not an account event", typ, version, v)
-				continue
-			}
-			s, ok := accounts[id]
-			if !ok {
-				s = InitialAccount()
-			}
-			s = AccountEvolve(s, ev)
-			accounts[id] = s
-			if err := CheckAccountInvariants(s); err != nil && !broken[id] {
-				broken[id] = true
-				rep.add(VAccountInvariant, id, "after version %d (%s): %v", version, name, err)
-			}
-			if t, e, ok := effectOf(id, ev, cmdID); ok {
-				effects[t] = append(effects[t], e)
-			}
-			continue
-		}
-		ev, ok := v.(TransferEvent)
-		if !ok {
-			rep.add(VUndecodable, id, "%s version %d: %T is not a transfer event", typ, version, v)
-			continue
-		}
-		s := TransferEvolve(transfers[id], ev)
-		transfers[id] = s
-		switch ev.(type) {
-		case TransferPosted, TransferVoided, TransferExpired, TransferFailed:
-			finals[id]++
-		}
-		if err := CheckTransferInvariants(s); err != nil && !broken[id] {
-			broken[id] = true
-			rep.add(VTransferInvariant, id, "after version %d (%s): %v", version, name, err)
-		}
+		v.event(typ, id, version, payload, cmdID)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return rep, fmt.Errorf("ledger: check: read events: %w", err)
 	}
+	transfers := v.finish()
 
-	// Ledgers.
+	if err := checkProcess(ctx, pool, table, transfers, &rep); err != nil {
+		return rep, err
+	}
+	sort.SliceStable(rep.Violations, func(i, j int) bool { return rep.Violations[i].Kind < rep.Violations[j].Kind })
+	return rep, nil
+}
+
+// verifier checks a stream of events, each aggregate's in version order
+// (Check's part that needs no database).
+type verifier struct {
+	rep       *Report
+	accounts  map[string]Account
+	effects   map[string][]effect // by transfer
+	transfers map[string]Transfer
+	finals    map[string]int
+	broken    map[string]bool // aggregates whose invariant already broke: report the first event only
+	lastType  string
+	lastID    string
+	lastVer   int64
+}
+
+func newVerifier(rep *Report) *verifier {
+	return &verifier{rep: rep, accounts: map[string]Account{}, effects: map[string][]effect{}, transfers: map[string]Transfer{},
+		finals: map[string]int{}, broken: map[string]bool{}}
+}
+
+// event folds one decoded event of aggregate (typ, id) at version.
+func (v *verifier) event(typ, id string, version int64, payload any, cmdID string) {
+	rep := v.rep
+	rep.Events++
+	if typ != v.lastType || id != v.lastID {
+		v.lastType, v.lastID, v.lastVer = typ, id, 0
+	}
+	if version != v.lastVer+1 {
+		rep.add(VEventGap, id, "%s version %d follows %d", typ, version, v.lastVer)
+	}
+	v.lastVer = version
+	if typ == AccountType {
+		ev, ok := payload.(AccountEvent)
+		if !ok {
+			rep.add(VUndecodable, id, "%s version %d: %T is not an account event", typ, version, payload)
+			return
+		}
+		s, ok := v.accounts[id]
+		if !ok {
+			s = InitialAccount()
+		}
+		s = AccountEvolve(s, ev)
+		v.accounts[id] = s
+		if err := CheckAccountInvariants(s); err != nil && !v.broken[id] {
+			v.broken[id] = true
+			rep.add(VAccountInvariant, id, "after version %d (%T): %v", version, ev, err)
+		}
+		if t, e, ok := effectOf(id, ev, cmdID); ok {
+			v.effects[t] = append(v.effects[t], e)
+		}
+		return
+	}
+	ev, ok := payload.(TransferEvent)
+	if !ok {
+		rep.add(VUndecodable, id, "%s version %d: %T is not a transfer event", typ, version, payload)
+		return
+	}
+	s := TransferEvolve(v.transfers[id], ev)
+	v.transfers[id] = s
+	switch ev.(type) {
+	case TransferPosted, TransferVoided, TransferExpired, TransferFailed:
+		v.finals[id]++
+	}
+	if err := CheckTransferInvariants(s); err != nil && !v.broken[id] {
+		v.broken[id] = true
+		rep.add(VTransferInvariant, id, "after version %d (%T): %v", version, ev, err)
+	}
+}
+
+// finish checks the ledgers and the transfers' effects, and returns the
+// transfers' final states.
+func (v *verifier) finish() map[string]Transfer {
+	rep := v.rep
 	totals := map[uint32]*LedgerTotals{}
-	for _, a := range accounts {
+	for _, a := range v.accounts {
 		if !a.Opened {
 			continue // refusals only: an account that was never opened
 		}
@@ -240,34 +269,29 @@ func Check(ctx context.Context, pool *pgxpool.Pool, schema string) (Report, erro
 	}
 	sort.Slice(rep.Ledgers, func(i, j int) bool { return rep.Ledgers[i].Ledger < rep.Ledgers[j].Ledger })
 
-	// Transfers and their effects.
-	ids := make([]string, 0, len(transfers))
-	for id := range transfers {
+	ids := make([]string, 0, len(v.transfers))
+	for id := range v.transfers {
 		ids = append(ids, id)
 	}
 	sort.Strings(ids)
 	rep.Transfers = len(ids)
 	for _, id := range ids {
-		t := transfers[id]
+		t := v.transfers[id]
 		rep.ByStatus[t.Status]++
 		if !t.Status.Final() {
 			rep.add(VNotFinal, id, "status %s", t.Status)
-		} else if finals[id] != 1 {
-			rep.add(VFinalTwice, id, "%d final events", finals[id])
+		} else if v.finals[id] != 1 {
+			rep.add(VFinalTwice, id, "%d final events", v.finals[id])
 		}
-		checkEffects(&rep, t, effects[id])
-		delete(effects, id)
-		checkRefunds(&rep, t, transfers)
+		checkEffects(rep, t, v.effects[id])
+		checkRefunds(rep, t, v.transfers)
 	}
-	for id, es := range effects {
-		rep.add(VOrphanEffect, id, "%d account effects of a transfer that does not exist (first: %s of %d on %s)", len(es), es[0].kind, es[0].amount, es[0].account)
+	for id, es := range v.effects {
+		if _, ok := v.transfers[id]; !ok {
+			rep.add(VOrphanEffect, id, "%d account effects of a transfer that does not exist (first: %s of %d on %s)", len(es), es[0].kind, es[0].amount, es[0].account)
+		}
 	}
-
-	if err := checkProcess(ctx, pool, table, transfers, &rep); err != nil {
-		return rep, err
-	}
-	sort.SliceStable(rep.Violations, func(i, j int) bool { return rep.Violations[i].Kind < rep.Violations[j].Kind })
-	return rep, nil
+	return v.transfers
 }
 
 // effectOf turns an account event into an effect on its transfer.

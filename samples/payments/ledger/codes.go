@@ -38,40 +38,40 @@ const (
 	ResultExistsWithDifferentTimeout      Result = "exists_with_different_timeout"
 
 	// Validation of a command's fields.
-	ResultIDMustNotBeEmpty               Result = "id_must_not_be_zero"
-	ResultIDInvalid                      Result = "id_is_invalid"
-	ResultDebitAccountIDMustNotBeEmpty   Result = "debit_account_id_must_not_be_zero"
-	ResultCreditAccountIDMustNotBeEmpty  Result = "credit_account_id_must_not_be_zero"
-	ResultAccountsMustBeDifferent        Result = "accounts_must_be_different"
-	ResultAmountMustNotBeZero            Result = "amount_must_not_be_zero"
-	ResultAmountMustNotBeNegative        Result = "amount_must_not_be_negative"
-	ResultLedgerMustNotBeZero            Result = "ledger_must_not_be_zero"
-	ResultCodeMustNotBeZero              Result = "code_must_not_be_zero"
-	ResultFlagsAreMutuallyExclusive      Result = "flags_are_mutually_exclusive"
-	ResultTimeoutReservedForPending      Result = "timeout_reserved_for_pending_transfer"
-	ResultTimeoutMustNotBeNegative       Result = "timeout_must_not_be_negative"
-	ResultOverflowsTimeout               Result = "overflows_timeout"
-	ResultAccountsMustHaveTheSameLedger  Result = "accounts_must_have_the_same_ledger"
-	ResultTransferMustHaveTheSameLedger  Result = "transfer_must_have_the_same_ledger_as_accounts"
-	ResultDebitAccountNotFound           Result = "debit_account_not_found"
-	ResultCreditAccountNotFound          Result = "credit_account_not_found"
-	ResultDebitAccountAlreadyClosed      Result = "debit_account_already_closed"
-	ResultCreditAccountAlreadyClosed     Result = "credit_account_already_closed"
-	ResultExceedsCredits                 Result = "exceeds_credits"
-	ResultExceedsDebits                  Result = "exceeds_debits"
-	ResultOverflowsDebitsPending         Result = "overflows_debits_pending"
-	ResultOverflowsCreditsPending        Result = "overflows_credits_pending"
-	ResultOverflowsDebitsPosted          Result = "overflows_debits_posted"
-	ResultOverflowsCreditsPosted         Result = "overflows_credits_posted"
-	ResultOverflowsDebits                Result = "overflows_debits"
-	ResultOverflowsCredits               Result = "overflows_credits"
-	ResultPendingTransferNotFound        Result = "pending_transfer_not_found"
-	ResultPendingTransferNotPending      Result = "pending_transfer_not_pending"
-	ResultPendingTransferAlreadyPosted   Result = "pending_transfer_already_posted"
-	ResultPendingTransferAlreadyVoided   Result = "pending_transfer_already_voided"
-	ResultPendingTransferExpired         Result = "pending_transfer_expired"
-	ResultExceedsPendingTransferAmount   Result = "exceeds_pending_transfer_amount"
-	ResultPendingTransferHasDifferentAmt Result = "pending_transfer_has_different_amount"
+	ResultIDMustNotBeEmpty              Result = "id_must_not_be_zero"
+	ResultIDInvalid                     Result = "id_is_invalid"
+	ResultDebitAccountIDMustNotBeEmpty  Result = "debit_account_id_must_not_be_zero"
+	ResultCreditAccountIDMustNotBeEmpty Result = "credit_account_id_must_not_be_zero"
+	ResultAccountsMustBeDifferent       Result = "accounts_must_be_different"
+	ResultAmountMustNotBeZero           Result = "amount_must_not_be_zero"
+	ResultAmountMustNotBeNegative       Result = "amount_must_not_be_negative"
+	ResultLedgerMustNotBeZero           Result = "ledger_must_not_be_zero"
+	ResultCodeMustNotBeZero             Result = "code_must_not_be_zero"
+	ResultFlagsAreMutuallyExclusive     Result = "flags_are_mutually_exclusive"
+	ResultTimeoutReservedForPending     Result = "timeout_reserved_for_pending_transfer"
+	ResultTimeoutMustNotBeNegative      Result = "timeout_must_not_be_negative"
+	ResultOverflowsTimeout              Result = "overflows_timeout"
+	ResultAccountsMustHaveTheSameLedger Result = "accounts_must_have_the_same_ledger"
+	ResultTransferMustHaveTheSameLedger Result = "transfer_must_have_the_same_ledger_as_accounts"
+	ResultDebitAccountNotFound          Result = "debit_account_not_found"
+	ResultCreditAccountNotFound         Result = "credit_account_not_found"
+	ResultDebitAccountAlreadyClosed     Result = "debit_account_already_closed"
+	ResultCreditAccountAlreadyClosed    Result = "credit_account_already_closed"
+	ResultExceedsCredits                Result = "exceeds_credits"
+	ResultExceedsDebits                 Result = "exceeds_debits"
+	ResultOverflowsDebitsPending        Result = "overflows_debits_pending"
+	ResultOverflowsCreditsPending       Result = "overflows_credits_pending"
+	ResultOverflowsDebits               Result = "overflows_debits"
+	ResultOverflowsCredits              Result = "overflows_credits"
+	// TigerBeetle's overflows_debits_posted and overflows_credits_posted
+	// cannot happen here: a post moves at most the reserved amount from
+	// pending to posted, and pending + posted was checked when reserving.
+	ResultPendingTransferNotFound      Result = "pending_transfer_not_found"
+	ResultPendingTransferNotPending    Result = "pending_transfer_not_pending"
+	ResultPendingTransferAlreadyPosted Result = "pending_transfer_already_posted"
+	ResultPendingTransferAlreadyVoided Result = "pending_transfer_already_voided"
+	ResultPendingTransferExpired       Result = "pending_transfer_expired"
+	ResultExceedsPendingTransferAmount Result = "exceeds_pending_transfer_amount"
 
 	// Sample-specific codes: TigerBeetle applies a transfer atomically, this
 	// service in steps across partitions, so a transfer can be seen in flight,
@@ -97,10 +97,10 @@ var results = []Result{
 	ResultTimeoutMustNotBeNegative, ResultOverflowsTimeout, ResultAccountsMustHaveTheSameLedger, ResultTransferMustHaveTheSameLedger,
 	ResultDebitAccountNotFound, ResultCreditAccountNotFound, ResultDebitAccountAlreadyClosed, ResultCreditAccountAlreadyClosed,
 	ResultExceedsCredits, ResultExceedsDebits, ResultOverflowsDebitsPending, ResultOverflowsCreditsPending,
-	ResultOverflowsDebitsPosted, ResultOverflowsCreditsPosted, ResultOverflowsDebits, ResultOverflowsCredits,
+	ResultOverflowsDebits, ResultOverflowsCredits,
 	ResultPendingTransferNotFound, ResultPendingTransferNotPending, ResultPendingTransferAlreadyPosted,
 	ResultPendingTransferAlreadyVoided, ResultPendingTransferExpired, ResultExceedsPendingTransferAmount,
-	ResultPendingTransferHasDifferentAmt, ResultTransferInFlight, ResultPendingTransferFailed, ResultAccountNotFound,
+	ResultTransferInFlight, ResultPendingTransferFailed, ResultAccountNotFound,
 	ResultAccountAlreadyClosed, ResultAccountHasPendingTransfer, ResultTransferNotPosted, ResultExceedsRefundableAmount,
 	ResultTransferNotFound, ResultInvalidTransition,
 }

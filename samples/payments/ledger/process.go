@@ -97,6 +97,19 @@ type Effects struct {
 	ScheduleTimeout, CancelTimeout bool
 }
 
+// Order of the steps. The debit side moves first when money moves
+// (reserve debit, then credit; post debit, then credit), and the credit
+// side first when it goes back (void credit, then debit). So the money of
+// a transfer in flight is always somewhere: reserved (pending) on the
+// debit account before anything is reserved on the credit account, posted
+// on the debit account before it is posted (spendable) on the credit
+// account, and released on the credit account before it is released on
+// the debit account; never in neither. Per ledger, at every moment, the
+// credits posted never exceed the debits posted, and the credits pending
+// plus posted never exceed the debits pending plus posted, except while a
+// partial post is between its two sides (the debit released the rest, the
+// credit still holds the full reservation, which nobody can spend).
+//
 // Step returns the process after input (an event payload of the transfer
 // or of one of its accounts, or TimeoutFired). at is when the event was
 // recorded (the timeout of a two-phase transfer runs from its creation).
@@ -130,7 +143,7 @@ func Step(p Process, input any, at time.Time) (Process, Effects) {
 			if p.TwoPhase {
 				p.Phase = PhaseMarkingPending
 			} else {
-				p.Phase, p.PostAmount, p.DebitSide, p.CreditSide = PhasePosting, p.Amount, SidePosting, SidePosting
+				p.Phase, p.PostAmount, p.DebitSide = PhasePosting, p.Amount, SidePosting
 			}
 		}
 	case CreditRefused:
@@ -152,22 +165,21 @@ func Step(p Process, input any, at time.Time) (Process, Effects) {
 	case PostRequested:
 		if p.Phase == PhasePending || p.Phase == PhaseExpireRequested {
 			fx.CancelTimeout = p.Phase == PhasePending && !p.ExpiresAt.IsZero()
-			p.Phase, p.PostAmount, p.DebitSide, p.CreditSide = PhasePosting, e.Amount, SidePosting, SidePosting
+			p.Phase, p.PostAmount, p.DebitSide = PhasePosting, e.Amount, SidePosting
 		}
 	case VoidRequested:
 		if p.Phase == PhasePending || p.Phase == PhaseExpireRequested {
 			fx.CancelTimeout = p.Phase == PhasePending && !p.ExpiresAt.IsZero()
-			p.Phase, p.Outcome, p.DebitSide, p.CreditSide = PhaseVoiding, StatusVoided, SideVoiding, SideVoiding
+			p.Phase, p.Outcome, p.CreditSide = PhaseVoiding, StatusVoided, SideVoiding
 		}
 	case TransferExpiring:
 		if p.Phase == PhasePending || p.Phase == PhaseExpireRequested {
 			fx.CancelTimeout = p.Phase == PhasePending && !p.ExpiresAt.IsZero()
-			p.Phase, p.Outcome, p.DebitSide, p.CreditSide = PhaseVoiding, StatusExpired, SideVoiding, SideVoiding
+			p.Phase, p.Outcome, p.CreditSide = PhaseVoiding, StatusExpired, SideVoiding
 		}
 	case DebitPosted:
 		if p.DebitSide == SidePosting {
-			p.DebitSide = SidePosted
-			p = p.settleIfDone()
+			p.DebitSide, p.CreditSide = SidePosted, SidePosting
 		}
 	case CreditPosted:
 		if p.CreditSide == SidePosting {
@@ -181,8 +193,7 @@ func Step(p Process, input any, at time.Time) (Process, Effects) {
 		}
 	case CreditVoided:
 		if p.CreditSide == SideVoiding {
-			p.CreditSide = SideVoided
-			p = p.settleIfDone()
+			p.CreditSide, p.DebitSide = SideVoided, SideVoiding
 		}
 	case TransferPosted, TransferVoided, TransferExpired:
 		if p.Phase == PhaseFinishing {
