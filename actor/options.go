@@ -229,9 +229,13 @@ func WithGroupProtocol(p GroupProtocol) Option {
 	return option(func(c *config) { c.protocol = p })
 }
 
-// WithBatch sets the most records per batch transaction (default 1000) and
-// how long a partition waits for more records before committing a partial
-// batch (default 10ms). maxRecords=1 gives one transaction per command.
+// WithBatch sets the most records per batch transaction (default 1000; 5000
+// for a projection) and the longest a partition holds a partial batch
+// (default 10ms). A batch closes as soon as the partition has no more
+// records handed to it, so an idle partition commits a command at once and,
+// under load, the records that arrive while a batch commits form the next
+// one; maxWait only caps how long a batch may keep growing. maxRecords=1
+// gives one transaction per command.
 //
 // Runtime only.
 func WithBatch(maxRecords int, maxWait time.Duration) Option {

@@ -102,7 +102,9 @@ func (s *EventStore) Load(ctx context.Context, aggregateType string, ids []strin
 	if len(ids) == 0 {
 		return out, nil
 	}
-	rows, err := s.query(ctx, loadSQL, aggregateType, ids)
+	// Planned at each execution (see txn.Store.LookupResults): a per-batch
+	// query must stay index-backed as the tables grow.
+	rows, err := s.query(ctx, loadSQL, pgx.QueryExecModeCacheDescribe, aggregateType, ids)
 	if err != nil {
 		return nil, fmt.Errorf("eventsource: load %s: %w", aggregateType, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/onceflow/onceflow/eventsource"
+	"github.com/onceflow/onceflow/internal/baseline"
 	"github.com/onceflow/onceflow/internal/pgschema"
 )
 
@@ -218,6 +219,20 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	// which only delays a Claim of this same partition: exactly what the
 	// protocol wants. The updated row is invisible to others until commit
 	// and vanishes on rollback, so moving next_offset early is harmless.
+	if baseline.AtLeastOnce() {
+		// The benchmark's at-least-once baseline (internal/baseline): no
+		// fence and no idempotency records.
+		if err := eventsource.AppendTxIn(ctx, tx, s.schema, b.Events); err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+		}
+		if err := eventsource.PutSnapshotsTxIn(ctx, tx, s.schema, b.Snapshots); err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: commit: %w", key.Topic, key.Partition, err)
+		}
+		return next, nil
+	}
 	tag, err := tx.Exec(ctx, s.sql(`
 		UPDATE onceflow.partition_claims
 		SET next_offset = $1, next_seq = $2, next_outbox_seq = $9, committed_at = now()
@@ -402,8 +417,12 @@ func (s *Store) LookupResults(ctx context.Context, aggregateType string, ids []s
 	if len(ids) == 0 {
 		return out, nil
 	}
+	// QueryExecModeCacheDescribe: an unnamed statement, planned at each
+	// execution with the actual ids and the table's current size. A named
+	// prepared statement would settle on a generic plan built while the
+	// table was small (a sequential scan) and keep it per connection.
 	rows, _ := s.pool.Query(ctx, s.sql(`SELECT `+resultColumns+` FROM onceflow.command_results
-		WHERE command_id = ANY($1) AND aggregate_type = $2`), ids, aggregateType)
+		WHERE command_id = ANY($1) AND aggregate_type = $2`), pgx.QueryExecModeCacheDescribe, ids, aggregateType)
 	var r CommandResult
 	_, err := pgx.ForEachRow(rows, resultDest(&r), func() error {
 		out[r.CommandID] = r

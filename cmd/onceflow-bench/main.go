@@ -31,6 +31,7 @@ import (
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/devenv"
+	"github.com/onceflow/onceflow/internal/baseline"
 	"github.com/onceflow/onceflow/internal/pgcluster"
 	"github.com/onceflow/onceflow/samples/inventory/stock"
 )
@@ -121,6 +122,17 @@ func run(ctx context.Context, p params) error {
 	if err != nil {
 		return fmt.Errorf("batched run: %w", err)
 	}
+	// The usual at-least-once design on the same service and load
+	// (internal/baseline: no fence, no idempotency records, no lookup),
+	// publishing off like "nopub", to show what exactly-once costs.
+	baseline.SetAtLeastOnce(true)
+	alo, err := runOnce(ctx, p, "alo", brokers, adminDSN, p.n, p.batch, p.wait, false, logger)
+	baseline.SetAtLeastOnce(false)
+	if err != nil {
+		return fmt.Errorf("at-least-once run: %w", err)
+	}
+	fmt.Printf("exactly-once / at-least-once (publishing off in both): %.2f\n", off.cmdsPerS/alo.cmdsPerS)
+	fmt.Printf("BENCH atleastonce_cmds_per_s=%.0f exactly_once_nopublish_cmds_per_s=%.0f exactly_once_ratio=%.2f\n", alo.cmdsPerS, off.cmdsPerS, off.cmdsPerS/alo.cmdsPerS)
 	fmt.Printf("speed-up batched/batch1: %.1fx; publishing on/off: %.2f\n", bn.cmdsPerS/b1.cmdsPerS, bn.cmdsPerS/off.cmdsPerS)
 	fmt.Printf("BENCH batched_cmds_per_s=%.0f batched_nopublish_cmds_per_s=%.0f batch1_cmds_per_s=%.0f batch1_nopublish_cmds_per_s=%.0f publish_events_per_s=%.0f publish_catchup_ms=%d\n",
 		bn.cmdsPerS, off.cmdsPerS, b1.cmdsPerS, b1off.cmdsPerS, bn.publishPerS, bn.catchup.Milliseconds())
