@@ -33,7 +33,6 @@ import (
 	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/internal/baseline"
 	"github.com/onceflow/onceflow/internal/pgcluster"
-	"github.com/onceflow/onceflow/samples/inventory/stock"
 )
 
 type params struct {
@@ -44,6 +43,7 @@ type params struct {
 	lagFor                                         time.Duration
 	only                                           string
 	lagRate                                        float64
+	wl                                             workload
 }
 
 func main() {
@@ -60,7 +60,18 @@ func main() {
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
 	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, latency or projections")
 	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
+	wlName := flag.String("workload", "inventory", "the aggregate the command benchmarks drive (inventory)")
 	flag.Parse()
+	mk, ok := workloads[*wlName]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "onceflow-bench: unknown -workload %q\n", *wlName)
+		os.Exit(2)
+	}
+	var err error
+	if p.wl, err = mk(); err != nil {
+		fmt.Fprintln(os.Stderr, "onceflow-bench:", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	if err := run(ctx, p); err != nil {
@@ -203,12 +214,8 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	}
 	defer pool.Close()
 
-	agg, err := stock.NewAggregate()
-	if err != nil {
-		return result{}, err
-	}
 	topic := fmt.Sprintf("bench.%s.%d", name, time.Now().UnixNano())
-	rt, err := actor.NewRuntime(agg, pool,
+	rt, err := p.wl.runtime(pool,
 		actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
 		actor.WithBatch(batch, wait), actor.WithLogger(logger), actor.WithInstanceID("bench"), actor.WithPublishing(publish))
 	if err != nil {
@@ -221,7 +228,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 		cancel()
 		<-runErr
 	}()
-	client, err := actor.NewClient(ctx, agg.Registry, actor.WithBrokers(brokers), actor.WithTopic(topic),
+	client, err := actor.NewClient(ctx, p.wl.registry, actor.WithBrokers(brokers), actor.WithTopic(topic),
 		actor.WithCreateTopics(p.partitions), actor.WithLogger(logger), actor.WithSendTimeout(5*time.Minute))
 	if err != nil {
 		return result{}, err
@@ -252,7 +259,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			cmd := stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}
+			cmd := p.wl.command(i, p.aggregates)
 			if _, err := client.Send(ctx, cmd); err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err)

@@ -18,7 +18,6 @@ import (
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/internal/pgcluster"
-	"github.com/onceflow/onceflow/samples/inventory/stock"
 	"github.com/onceflow/onceflow/txn"
 )
 
@@ -211,7 +210,8 @@ func rebuild(ctx context.Context, p params, brokers, adminDSN string, n int, log
 	return rate, nil
 }
 
-// liveLag runs commands at rate per second for d through an aggregate
+// liveLag (the inventory workload: its projection reads StockReceived
+// events) runs commands at rate per second for d through an aggregate
 // runtime (publishing on) while a projection follows its history topic,
 // and returns the lag percentiles from each event's command transaction
 // (events.recorded_at) to the projection's transaction that applied it.
@@ -221,12 +221,8 @@ func liveLag(ctx context.Context, p params, brokers, adminDSN string, rate float
 		return 0, 0, err
 	}
 	defer done()
-	agg, err := stock.NewAggregate()
-	if err != nil {
-		return 0, 0, err
-	}
 	topic := fmt.Sprintf("bench.lag.%d", time.Now().UnixNano())
-	rt, err := actor.NewRuntime(agg, pool, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
+	rt, err := p.wl.runtime(pool, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
 		actor.WithBatch(p.batch, p.wait), actor.WithLogger(logger), actor.WithInstanceID("bench"))
 	if err != nil {
 		return 0, 0, err
@@ -252,7 +248,7 @@ func liveLag(ctx context.Context, p params, brokers, adminDSN string, rate float
 	if err := waitOwned(proj, p.partitions, runErr); err != nil {
 		return 0, 0, err
 	}
-	client, err := actor.NewClient(ctx, agg.Registry, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithLogger(logger), actor.WithSendTimeout(time.Minute))
+	client, err := actor.NewClient(ctx, p.wl.registry, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithLogger(logger), actor.WithSendTimeout(time.Minute))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -271,7 +267,7 @@ func liveLag(ctx context.Context, p params, brokers, adminDSN string, rate float
 		sends.Add(1)
 		go func() {
 			defer sends.Done()
-			if _, err := client.Send(ctx, stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}); err != nil {
+			if _, err := client.Send(ctx, p.wl.command(i, p.aggregates)); err != nil {
 				failed.Add(1)
 			}
 		}()
@@ -369,12 +365,8 @@ func openLoop(ctx context.Context, p params, brokers, adminDSN string, rate floa
 		return out, err
 	}
 	defer done()
-	agg, err := stock.NewAggregate()
-	if err != nil {
-		return out, err
-	}
 	topic := fmt.Sprintf("bench.openloop.%d", time.Now().UnixNano())
-	rt, err := actor.NewRuntime(agg, pool, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
+	rt, err := p.wl.runtime(pool, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
 		actor.WithBatch(p.batch, p.wait), actor.WithLogger(logger), actor.WithInstanceID("bench"))
 	if err != nil {
 		return out, err
@@ -386,14 +378,14 @@ func openLoop(ctx context.Context, p params, brokers, adminDSN string, rate floa
 	if err := waitOwned(rt, p.partitions, runErr); err != nil {
 		return out, err
 	}
-	client, err := actor.NewClient(ctx, agg.Registry, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithLogger(logger), actor.WithSendTimeout(time.Minute))
+	client, err := actor.NewClient(ctx, p.wl.registry, actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithLogger(logger), actor.WithSendTimeout(time.Minute))
 	if err != nil {
 		return out, err
 	}
 	defer client.Close()
 	// Warm up (connections, metadata, first loads) outside the measurement.
 	for i := range 200 {
-		if _, err := client.Send(ctx, stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}); err != nil {
+		if _, err := client.Send(ctx, p.wl.command(i, p.aggregates)); err != nil {
 			return out, err
 		}
 	}
@@ -410,7 +402,7 @@ func openLoop(ctx context.Context, p params, brokers, adminDSN string, rate floa
 		sends.Add(1)
 		go func() {
 			defer sends.Done()
-			if _, err := client.Send(ctx, stock.ReceiveStock{Warehouse: "bench", SKU: fmt.Sprintf("SKU-%05d", i%p.aggregates), Qty: 1}); err != nil {
+			if _, err := client.Send(ctx, p.wl.command(i, p.aggregates)); err != nil {
 				failed.Add(1)
 			}
 			lat[i] = time.Since(due)

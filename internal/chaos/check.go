@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -76,6 +75,7 @@ type checker struct {
 	d   *Data
 	res CheckResult
 	reg *eventsource.Registry
+	dom Domain
 }
 
 func (c *checker) fail(kind, format string, args ...any) {
@@ -88,14 +88,14 @@ type pos struct {
 	o int64
 }
 
-// Check verifies the exactly-once properties of a finished run. It is pure:
-// everything it needs is in d.
-func Check(d *Data) CheckResult {
-	reg, err := stock.NewRegistry()
-	if err != nil {
-		panic(err) // a static registry: a bug
-	}
-	c := &checker{d: d, reg: reg, res: CheckResult{
+// Check verifies the exactly-once properties of a finished run of the
+// inventory sample (CheckWith(d, Inventory())).
+func Check(d *Data) CheckResult { return CheckWith(d, Inventory()) }
+
+// CheckWith verifies the exactly-once properties of a finished run of a
+// service whose aggregate is dom. It is pure: everything it needs is in d.
+func CheckWith(d *Data, dom Domain) CheckResult {
+	c := &checker{d: d, reg: dom.Registry, dom: dom, res: CheckResult{
 		ViolationsByKind: map[string]int{}, Outcomes: map[string]int{}, Answers: map[string]int{}, Injected: map[string]int{},
 	}}
 	results := map[string]Result{}
@@ -393,7 +393,7 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 			byCmd[e.CommandID] = append(byCmd[e.CommandID], e)
 		}
 
-		model := stock.Initial()
+		model := c.dom.Initial()
 		broken := false
 		for _, r := range rs {
 			rec := records[pos{r.Partition, r.Offset}]
@@ -401,14 +401,13 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 				broken = true // reported by log()
 				break
 			}
-			v, err := c.reg.Decode(rec.Type, rec.Value)
-			cmd, ok := v.(stock.Command)
-			if err != nil || !ok {
+			cmd, err := c.reg.Decode(rec.Type, rec.Value)
+			if err != nil {
 				c.fail(VState, "aggregate %s: command %s at %d/%d is %s but cannot be decoded: %v", agg, r.CommandID, r.Partition, r.Offset, r.Outcome, err)
 				broken = true
 				break
 			}
-			got, derr := stock.Decide(model, cmd)
+			got, derr := c.dom.Decide(model, cmd)
 			switch {
 			case r.Outcome == "rejected" && derr == nil:
 				c.fail(VState, "aggregate %s: command %s (%T) was stored as rejected (%s) but is accepted in sequence", agg, r.CommandID, cmd, r.Reason)
@@ -432,13 +431,16 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 						c.fail(VState, "aggregate %s: command %s event %d: stored %s %s, in sequence %s %s", agg, r.CommandID, i, stored[i].Type, stored[i].Data, name, data)
 						broken = true
 					}
-					model = stock.Evolve(model, ev)
+					if model, err = c.dom.Evolve(model, ev); err != nil {
+						c.fail(VState, "aggregate %s: command %s event %d: %v", agg, r.CommandID, i, err)
+						broken = true
+					}
 				}
 			}
 			if broken {
 				break
 			}
-			if err := stockInvariants(model); err != nil {
+			if err := c.invariants(model); err != nil {
 				c.fail(VInvariant, "aggregate %s after command %s: %v", agg, r.CommandID, err)
 			}
 		}
@@ -446,7 +448,7 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 			continue
 		}
 		// The fold of the stored events, as a reader would compute it.
-		fold, err := c.fold(evs, func(e Event, fold stock.State) {
+		fold, err := c.fold(evs, func(e Event, fold any) {
 			if s, ok := snaps[agg]; ok && s.Version == e.Version {
 				c.snapshot(agg, s, fold)
 			}
@@ -454,10 +456,10 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 		if err != nil {
 			c.fail(VState, "aggregate %s: %v", agg, err)
 		}
-		if err := stockInvariants(fold); err != nil {
+		if err := c.invariants(fold); err != nil {
 			c.fail(VInvariant, "aggregate %s: folded state: %v", agg, err)
 		}
-		if !sameState(fold, model) {
+		if !c.dom.Equal(fold, model) {
 			c.fail(VState, "aggregate %s: fold of stored events %+v, sequential replay of handled commands %+v", agg, fold, model)
 		}
 		if s, ok := snaps[agg]; ok && s.Version > int64(len(evs)) {
@@ -469,15 +471,16 @@ func (c *checker) model(results map[string]Result, records map[pos]*Record) {
 // fold folds an aggregate's stored events (in version order) from the
 // initial state, calling each (when set) with every event and the state
 // after it. It stops at the first event that cannot be decoded.
-func (c *checker) fold(evs []Event, each func(e Event, s stock.State)) (stock.State, error) {
-	s := stock.Initial()
+func (c *checker) fold(evs []Event, each func(e Event, s any)) (any, error) {
+	s := c.dom.Initial()
 	for _, e := range evs {
-		v, err := c.reg.Decode(e.Type, e.Data)
-		ev, ok := v.(stock.Event)
-		if err != nil || !ok {
+		ev, err := c.reg.Decode(e.Type, e.Data)
+		if err == nil {
+			s, err = c.dom.Evolve(s, ev)
+		}
+		if err != nil {
 			return s, fmt.Errorf("event v%d (%s) cannot be decoded: %v", e.Version, e.Type, err)
 		}
-		s = stock.Evolve(s, ev)
 		if each != nil {
 			each(e, s)
 		}
@@ -485,41 +488,22 @@ func (c *checker) fold(evs []Event, each func(e Event, s stock.State)) (stock.St
 	return s, nil
 }
 
-func (c *checker) snapshot(agg string, s Snapshot, fold stock.State) {
-	var st stock.State
-	if err := (eventsource.JSONCodec{}).Unmarshal(s.State, &st); err != nil {
+func (c *checker) invariants(s any) error {
+	if c.dom.Invariants == nil {
+		return nil
+	}
+	return c.dom.Invariants(s)
+}
+
+func (c *checker) snapshot(agg string, s Snapshot, fold any) {
+	st, err := c.dom.DecodeState(s.State)
+	if err != nil {
 		c.fail(VState, "aggregate %s: snapshot v%d cannot be decoded: %v", agg, s.Version, err)
 		return
 	}
-	if !sameState(st, fold) {
+	if !c.dom.Equal(st, fold) {
 		c.fail(VState, "aggregate %s: snapshot v%d is %+v, the fold of events 1..%d is %+v", agg, s.Version, st, s.Version, fold)
 	}
-}
-
-func sameState(a, b stock.State) bool {
-	if len(a.Reservations) == 0 && len(b.Reservations) == 0 {
-		return a.OnHand == b.OnHand && a.Reserved == b.Reserved
-	}
-	return reflect.DeepEqual(a, b)
-}
-
-func stockInvariants(s stock.State) error {
-	var sum int64
-	for id, q := range s.Reservations {
-		if q <= 0 {
-			return fmt.Errorf("reservation %q holds %d", id, q)
-		}
-		sum += q
-	}
-	switch {
-	case s.OnHand < 0:
-		return fmt.Errorf("on-hand %d is negative", s.OnHand)
-	case s.Reserved < 0 || s.Reserved > s.OnHand:
-		return fmt.Errorf("reserved %d outside [0, on-hand %d]", s.Reserved, s.OnHand)
-	case sum != s.Reserved:
-		return fmt.Errorf("reserved %d but reservations sum to %d", s.Reserved, sum)
-	}
-	return nil
 }
 
 // oneToN reports whether xs is a permutation of 1..len(xs).
@@ -648,12 +632,12 @@ func (c *checker) stateTopic() {
 			c.fail(VStateTopic, "aggregate %s (%d events) has no record on the state topic", agg, len(evs))
 			continue
 		}
-		var st stock.State
-		if err := (eventsource.JSONCodec{}).Unmarshal(r.Value, &st); err != nil {
+		st, err := c.dom.DecodeState(r.Value)
+		if err != nil {
 			c.fail(VStateTopic, "aggregate %s: state record %q cannot be decoded: %v", agg, r.Value, err)
 			continue
 		}
-		if v := evs[len(evs)-1].Version; !sameState(st, fold) || r.Headers["onceflow-version"] != strconv.FormatInt(v, 10) {
+		if v := evs[len(evs)-1].Version; !c.dom.Equal(st, fold) || r.Headers["onceflow-version"] != strconv.FormatInt(v, 10) {
 			c.fail(VStateTopic, "aggregate %s: latest state record %+v at version %s, the fold of its events (to version %d) is %+v", agg, st, r.Headers["onceflow-version"], v, fold)
 		}
 	}
@@ -720,9 +704,10 @@ func (c *checker) readModels() {
 	for _, agg := range slices.Sorted(maps.Keys(events)) {
 		evs := events[agg]
 		sort.Slice(evs, func(i, j int) bool { return evs[i].Version < evs[j].Version })
-		fold, err := c.fold(evs, nil)
-		if err != nil {
-			continue // reported by model()
+		f, err := c.fold(evs, nil)
+		fold, isStock := f.(stock.State)
+		if err != nil || !isStock {
+			continue // reported by model(); the read models are the inventory sample's
 		}
 		row, ok := stockRows[agg]
 		switch {
