@@ -12,6 +12,7 @@
 // synthetic histories. It is generic over the aggregate (CheckWith and a
 // Domain, made from any eventsource.Aggregate by DomainOf); the harness
 // runs the inventory sample and checks it with Inventory(), plus its read
-// models (every projection at the last seq, rows equal to the fold); TestUnsafeBuildIsCaught runs the whole harness against
-// a build that breaks the protocol on purpose and requires violations.
+// models (every projection at the last seq, rows equal to the fold).
+// TestUnsafeBuildIsCaught runs the whole harness against a build that
+// breaks the protocol on purpose and requires violations.
 package chaos
