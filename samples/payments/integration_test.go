@@ -390,6 +390,35 @@ func TestLedgerUnderRebalanceAndStop(t *testing.T) {
 				got.body["debits_pending"] == float64(bal.DebitsPending) && got.body["credits_pending"] == float64(bal.CreditsPending), nil
 		})
 	}
+
+	// The checker bites: with every instance stopped, a second post of a
+	// funding credit written into the event store (what a duplicate
+	// delivery without dedupe would do) and a deadline fired twice must be
+	// reported, by kind and id.
+	b.stop()
+	_, err := env.Pool().Exec(ctx, `INSERT INTO onceflow.events (topic, partition, seq, aggregate_type, aggregate_id, version, type, data, command_id)
+		SELECT topic, partition, (SELECT max(seq) + 1 FROM onceflow.events e2 WHERE e2.topic = e.topic AND e2.partition = e.partition),
+		       aggregate_type, aggregate_id, version + 1, 'payments.CreditPosted', convert_to('{"transfer":"fund-c-0","amount":4000,"pending":4000}', 'UTF8'), 'fund-c-0/post-credit'
+		FROM onceflow.events e WHERE aggregate_type = $1 AND aggregate_id = 'c-0' ORDER BY version DESC LIMIT 1`, ledger.AccountType)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.Pool().Exec(ctx, `UPDATE payments_deadlines_fired SET fired = 2 WHERE id = (SELECT min(id) FROM payments_deadlines_fired)`); err != nil {
+		t.Fatal(err)
+	}
+	bad, err := ledger.Check(ctx, env.Pool(), "onceflow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]string{}
+	for _, v := range bad.Violations {
+		kinds[v.Kind] = v.ID
+	}
+	for kind, id := range map[string]string{ledger.VAccountInvariant: "c-0", ledger.VLedgerUnbalanced: "840", ledger.VEffects: "fund-c-0", ledger.VDeadlineTwice: ""} {
+		if got, ok := kinds[kind]; !ok || (id != "" && got != id) {
+			t.Errorf("Check did not report %s of %q: %s", kind, id, bad)
+		}
+	}
 	t.Logf("done after %v", time.Since(start).Round(time.Millisecond))
 }
 
