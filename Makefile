@@ -33,6 +33,9 @@ fmt-check: ## fail if a Go file is not gofmt'ed
 demo: ## run the inventory sample (embedded Kafka broker and Postgres under ./.onceflow)
 	$(GO) run ./samples/inventory
 
+demo-payments: ## run the payments sample, a TigerBeetle-style ledger (embedded Kafka broker and Postgres under ./.onceflow/payments)
+	$(GO) run ./samples/payments
+
 bench: ## run the benchmark command (writes a report)
 	$(GO) run ./cmd/onceflow-bench
 
