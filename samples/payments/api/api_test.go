@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -16,18 +17,55 @@ import (
 type harness struct {
 	t   *testing.T
 	f   *fakeLedger
+	w   *fakeWatcher
 	srv *api.Server
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	f := newFake()
+	w := &fakeWatcher{watching: make(chan string, 16), subs: map[string]chan struct{}{}}
 	srv, err := api.New(api.Config{Accounts: fakeSender{f}, Transfers: fakeSender{f}, Reader: f, Keys: &api.MemKeys{},
-		ReadModels: fakeReadModels{f}, Logger: slog.New(slog.DiscardHandler)})
+		ReadModels: fakeReadModels{f}, Watcher: w, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, f: f, srv: srv}
+	return &harness{t: t, f: f, w: w, srv: srv}
+}
+
+// fakeWatcher reports on watching when a request starts waiting for a
+// transfer, and wakes it on notify.
+type fakeWatcher struct {
+	mu       sync.Mutex
+	watching chan string
+	subs     map[string]chan struct{}
+}
+
+func (w *fakeWatcher) Watch(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	w.subs[id] = ch
+	w.mu.Unlock()
+	select {
+	case w.watching <- id:
+	default:
+	}
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.subs, id)
+		w.mu.Unlock()
+	}
+}
+
+func (w *fakeWatcher) notify(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if ch, ok := w.subs[id]; ok {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 }
 
 type resp struct {
@@ -262,10 +300,15 @@ func TestTransfersAsynchronous(t *testing.T) {
 	if r.header.Get("Retry-After") == "" {
 		t.Fatal("no Retry-After on transfer_in_flight")
 	}
-	// A wait ends when the process moves the transfer along.
+	// A wait ends when the process moves the transfer along: once the
+	// request waits, the process runs and the watcher wakes it.
+	for len(h.w.watching) > 0 {
+		<-h.w.watching
+	}
 	go func() {
-		time.Sleep(50 * time.Millisecond) // the request must be waiting already; the wait itself has a deadline
+		<-h.w.watching
 		h.f.drain()
+		h.w.notify("t-1")
 	}()
 	h.expect(h.do("POST", "/v1/transfers", "k-1", `{"id": "t-1", "debit_account_id": "alice", "credit_account_id": "shop", "amount": 100, "ledger": 840, "code": 1, "pending": true, "timeout_seconds": 60}`,
 		"Prefer", "wait=10"), 200, "status", "pending", "duplicate", true)
