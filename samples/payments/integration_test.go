@@ -386,6 +386,46 @@ func TestLedgerUnderRebalanceAndStop(t *testing.T) {
 		})
 	}
 
+	// The statement of each customer: one line per reservation, post, void
+	// or refusal, in order, ending on the account's balances; and no
+	// pending transfer is left in the pending read model.
+	for _, id := range customers {
+		acct, version, err := accAgg.Load(ctx, store, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.WaitFor(t, "statement of "+id, func(ctx context.Context) (bool, error) {
+			got, err := c.do(ctx, "GET", "/v1/accounts/"+id+"/statement?limit=1000", "", "")
+			if err != nil || got.code != 200 {
+				return false, err
+			}
+			lines, _ := got.body["lines"].([]any)
+			if int64(len(lines)) != version-1 { // every event but AccountOpened
+				return false, nil
+			}
+			for i, l := range lines {
+				if v := l.(map[string]any)["version"]; v != float64(i+2) {
+					return false, fmt.Errorf("statement of %s: line %d has version %v", id, i, v)
+				}
+			}
+			last := lines[len(lines)-1].(map[string]any)
+			bal := acct.Balances()
+			if last["debits_posted"] != float64(bal.DebitsPosted) || last["credits_posted"] != float64(bal.CreditsPosted) ||
+				last["debits_pending"] != float64(bal.DebitsPending) || last["credits_pending"] != float64(bal.CreditsPending) {
+				return false, fmt.Errorf("statement of %s ends on %v, the account is %+v", id, last, bal)
+			}
+			return true, nil
+		})
+	}
+	env.WaitFor(t, "no pending transfer left", func(ctx context.Context) (bool, error) {
+		got, err := c.do(ctx, "GET", "/v1/pending-transfers?within=100000000", "", "")
+		if err != nil || got.code != 200 {
+			return false, err
+		}
+		ts, _ := got.body["transfers"].([]any)
+		return len(ts) == 0, nil
+	})
+
 	// The checker bites: with every instance stopped, a second post of a
 	// funding credit written into the event store (what a duplicate
 	// delivery without dedupe would do) and a deadline fired twice must be
