@@ -45,12 +45,16 @@ type evItem struct {
 // eventFromRecord parses a history-topic record.
 func eventFromRecord(m *kafka.Message) (eventsource.StoredEvent, error) {
 	hs := make(map[string]string, 8)
+	var metadata []byte
 	for _, h := range m.Headers {
 		hs[h.Key] = string(h.Value)
+		if h.Key == HeaderMetadata {
+			metadata = h.Value
+		}
 	}
 	ev := eventsource.StoredEvent{
 		Topic: hs[HeaderSourceTopic], AggregateType: hs[HeaderAggregateType], AggregateID: string(m.Key),
-		Type: hs[HeaderEventType], Data: m.Value, CommandID: hs[HeaderCommandID], RecordedAt: m.Timestamp,
+		Type: hs[HeaderEventType], Data: m.Value, CommandID: hs[HeaderCommandID], RecordedAt: m.Timestamp, Metadata: metadata,
 	}
 	for _, h := range []string{HeaderSourceTopic, HeaderSourcePartition, HeaderSeq, HeaderAggregateType, HeaderVersion, HeaderEventType} {
 		if _, ok := hs[h]; !ok {
@@ -251,6 +255,7 @@ func (p *partitionActor) emitFunc(evs []Event, next int64) func(ctx context.Cont
 func (p *partitionActor) commitEvents(actx pa.Context, items []*evItem) bool {
 	k := p.rt.cons
 	single := false
+	backoff := 50 * time.Millisecond
 	for len(items) > 0 {
 		n := len(items)
 		if single {
@@ -258,9 +263,12 @@ func (p *partitionActor) commitEvents(actx pa.Context, items []*evItem) bool {
 		}
 		unit := items[:n]
 		if p.rt.cfg.onFailure == Halt {
+			// A poison event halts under the Halt policy; a foreign record
+			// (not an event of this source) is always dead-lettered: it is
+			// misrouted input, not something a fix of the handler applies.
 			for _, it := range unit {
-				if it.dead != "" || it.poison != "" {
-					p.halt(actx, fmt.Errorf("offset %d: %s%s (failure policy is Halt; skip the event with onceflow projections skip, or fix the handler and resume)", it.offset, it.dead, it.poison))
+				if it.poison != "" {
+					p.halt(actx, fmt.Errorf("event seq %d (offset %d): %s (failure policy is Halt; skip the event with onceflow projections skip, or fix the handler and resume)", it.ev.Seq, it.offset, it.poison))
 					return false
 				}
 			}
@@ -289,6 +297,20 @@ func (p *partitionActor) commitEvents(actx pa.Context, items []*evItem) bool {
 				single = false // the poison event is handled: whole batches again
 			}
 			items = items[n:]
+		case errors.As(err, &ae) && (p.ctx.Err() != nil || txn.IsRetryable(ae.err) || errors.Is(ae.err, context.DeadlineExceeded)):
+			// Not the event's fault: the partition is being let go, or
+			// Postgres failed transiently (a deadlock between two process
+			// managers' batches, a lost connection, a batch that ran past
+			// its timeout). Never dead-letter an event for it.
+			if p.ctx.Err() != nil {
+				p.shutdown(actx)
+				return false
+			}
+			p.log.Warn("handler failed transiently; retrying the batch", "what", k.what, "err", err, "backoff", backoff)
+			if !p.sleep(&backoff) {
+				p.shutdown(actx)
+				return false
+			}
 		case errors.As(err, &ae):
 			if n > 1 {
 				p.log.Warn("handler failed on a batch; applying its events one by one to find the failing one", "what", k.what, "events", len(evs), "err", err)

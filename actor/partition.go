@@ -621,6 +621,13 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 // inline projections as the handler's own SQL.
 func (p *partitionActor) assemble(items []*item, snaps []eventsource.Snapshot) *txn.Batch {
 	b := assembleBatch(p.claim, p.rt.h.aggregateType(), items, snaps)
+	// One timestamp per batch, at the millisecond: the history record's
+	// Kafka timestamp carries it exactly, so a consumer sees the same
+	// RecordedAt whether it reads an event from the topic or the store.
+	at := time.Now().Truncate(time.Millisecond)
+	for i := range b.Events {
+		b.Events[i].RecordedAt = at
+	}
 	if len(p.rt.cfg.inline) > 0 && len(b.Events) > 0 {
 		events, projs := b.Events, p.rt.cfg.inline
 		b.InTx = func(ctx context.Context, tx pgx.Tx) error {

@@ -105,6 +105,9 @@ type Effects struct {
 	key     txn.PartitionKey
 	reg     *eventsource.Registry
 	out     []txn.OutboxRecord
+	// deadlines: the process manager has an OnDeadline (Schedule is refused
+	// otherwise: nothing would ever fire).
+	deadlines bool
 }
 
 // Send sends cmd to topic (keyed by cmd.AggregateID(), so it lands on the
@@ -130,6 +133,9 @@ func (fx *Effects) Send(topic string, cmd eventsource.Command, commandID string)
 // at at, in the batch's transaction. It fires once, by the owner of this
 // partition, after at (OnDeadline), unless cancelled first.
 func (fx *Effects) Schedule(id string, at time.Time, payload []byte) error {
+	if !fx.deadlines {
+		return fmt.Errorf("process %s: Schedule %q: the process manager has no OnDeadline to fire it", fx.process, id)
+	}
 	return txn.ScheduleTx(fx.ctx, fx.tx, fx.schema, txn.Deadline{Process: fx.process, ID: id, Key: fx.key, DueAt: at, Payload: payload})
 }
 
@@ -195,7 +201,7 @@ func NewProcessManager(pm ProcessManager, pool *pgxpool.Pool, opts ...Option) (*
 		what: fmt.Sprintf("process manager %s (source %s)", pm.Name, pm.Source), source: pm.Source, registry: pm.Events, pm: st,
 		pg: txn.NewStore(pool, txn.WithSchema(schema)),
 		handle: func(ctx context.Context, tx pgx.Tx, key txn.PartitionKey, evs []Event) ([]txn.OutboxRecord, error) {
-			fx := &Effects{ctx: ctx, tx: tx, schema: schema, process: pm.Name, key: key, reg: pm.Commands}
+			fx := &Effects{ctx: ctx, tx: tx, schema: schema, process: pm.Name, key: key, reg: pm.Commands, deadlines: pm.OnDeadline != nil}
 			for _, ev := range evs {
 				if err := pm.Handle(ctx, tx, ev, fx); err != nil {
 					return nil, fmt.Errorf("event seq %d (%s of %q): %w", ev.Seq, ev.Type, ev.AggregateID, err)
@@ -232,8 +238,26 @@ func (p *partitionActor) onConsumerTick(actx pa.Context) {
 	}
 	if !p.stopped && len(p.pending) == 0 && p.queued.Load() == 0 && time.Since(p.lastRecord) >= idleCatchUp && time.Now().After(p.nextCatchUp) {
 		p.nextCatchUp = time.Now().Add(idleCatchUp)
+		if p.claimMoved() {
+			// An operator moved the position (projection Reset or Skip)
+			// while this partition had nothing to commit: reclaim, and
+			// continue from the row.
+			p.log.Info("the claim row's position was moved (a reset); reclaiming the partition")
+			p.shutdown(actx)
+			p.rt.requestControl(controlMsg{kind: controlRestart, partition: p.claim.Partition, epoch: p.claim.Epoch})
+			return
+		}
 		p.catchUpIdle(actx)
 	}
+}
+
+// claimMoved reports whether the claim row, still this epoch's, no longer
+// holds the position this partition works from.
+func (p *partitionActor) claimMoved() bool {
+	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
+	defer cancel()
+	c, err := p.rt.store.ReadClaim(ctx, p.claim.PartitionKey)
+	return err == nil && c.Epoch == p.claim.Epoch && (c.NextSeq != p.claim.NextSeq || c.NextOffset != p.claim.NextOffset)
 }
 
 // catchUpIdle applies, from the event store, the events the source has
@@ -260,12 +284,15 @@ func (p *partitionActor) catchUpIdle(actx pa.Context) {
 
 // fireDeadlines fires the due deadlines of this partition in one fenced
 // batch: their rows are deleted (only those still pending fire) and
-// OnDeadline's effects written in the same transaction.
+// OnDeadline's effects written in the same transaction. When OnDeadline
+// fails, the deadlines are fired one per transaction, so one failing
+// deadline (which stays due, retried at the next tick, logged and counted,
+// or halts the partition under the Halt policy) never holds the others
+// back.
 func (p *partitionActor) fireDeadlines(actx pa.Context) {
 	k := p.rt.cons
-	pm := k.pm
 	ctx, cancel := context.WithTimeout(p.ctx, 10*time.Second)
-	due, err := k.pg.DueDeadlines(ctx, pm.p.Name, p.claim.PartitionKey, time.Now(), deadlineBatch)
+	due, err := k.pg.DueDeadlines(ctx, k.pm.p.Name, p.claim.PartitionKey, time.Now(), deadlineBatch)
 	cancel()
 	if err != nil {
 		if p.ctx.Err() == nil {
@@ -280,11 +307,28 @@ func (p *partitionActor) fireDeadlines(actx pa.Context) {
 	for i, d := range due {
 		ids[i] = d.ID
 	}
-	schema, key, name := p.rt.cfg.schema, p.claim.PartitionKey, pm.p.Name
+	ok, failed := p.fire(actx, ids)
+	if !ok || failed == nil || len(ids) == 1 {
+		return
+	}
+	for _, id := range ids {
+		if ok, _ = p.fire(actx, []string{id}); !ok {
+			return
+		}
+	}
+}
+
+// fire fires the deadlines ids in one fenced timer batch. ok is false when
+// the partition stopped; failed is OnDeadline's error (the batch rolled
+// back, the deadlines stay due).
+func (p *partitionActor) fire(actx pa.Context, ids []string) (ok bool, failed error) {
+	k := p.rt.cons
+	pm := k.pm
+	schema, key, name, now := p.rt.cfg.schema, p.claim.PartitionKey, pm.p.Name, time.Now()
 	var fired int
 	b := &txn.Batch{Claim: p.claim, NextOffset: p.claim.NextOffset, NextSeq: p.claim.NextSeq, Timer: true}
 	b.Emit = func(ctx context.Context, tx pgx.Tx) (out []txn.OutboxRecord, err error) {
-		ds, err := txn.FireTx(ctx, tx, schema, name, ids)
+		ds, err := txn.FireTx(ctx, tx, schema, name, key, now, ids)
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +338,7 @@ func (p *partitionActor) fireDeadlines(actx pa.Context) {
 				out, err = nil, &applyError{fmt.Errorf("OnDeadline panicked: %v\n%s", r, debug.Stack())}
 			}
 		}()
-		fx := &Effects{ctx: ctx, tx: tx, schema: schema, process: name, key: key, reg: pm.p.Commands}
+		fx := &Effects{ctx: ctx, tx: tx, schema: schema, process: name, key: key, reg: pm.p.Commands, deadlines: true}
 		for _, d := range ds {
 			if err := pm.p.OnDeadline(ctx, tx, Deadline{ID: d.ID, DueAt: d.DueAt, Payload: d.Payload}, fx); err != nil {
 				return nil, &applyError{fmt.Errorf("deadline %q: %w", d.ID, err)}
@@ -308,11 +352,17 @@ func (p *partitionActor) fireDeadlines(actx pa.Context) {
 	switch {
 	case err == nil:
 		p.rt.metrics.deadlinesFired.Add(int64(fired))
-		p.consumerCommitted(actx, info, committed)
-	case errors.As(err, &ae):
+		return p.consumerCommitted(actx, info, committed), nil
+	case errors.As(err, &ae) && p.ctx.Err() == nil:
 		p.rt.metrics.deadlineErrors.Add(1)
-		p.log.Error("OnDeadline failed; the deadline stays due and is retried", "process", name, "err", err)
+		if p.rt.cfg.onFailure == Halt && len(ids) == 1 {
+			p.halt(actx, fmt.Errorf("process %s: %w (failure policy is Halt)", name, err))
+			return false, err
+		}
+		p.log.Error("OnDeadline failed; the deadline stays due and is retried", "process", name, "deadlines", len(ids), "err", err)
+		return true, err
 	default:
 		p.consumerCommitFailed(actx, info, err)
+		return false, err
 	}
 }

@@ -95,7 +95,7 @@ type projectionState struct {
 
 	switching atomic.Bool
 	state     atomic.Pointer[projection.Info]
-	checkAt   time.Time
+	checkAt   atomic.Int64 // unix nanos of the next switch check
 }
 
 // NewProjection validates p and the options and returns the Runtime that
@@ -169,6 +169,10 @@ func (k *projectionState) register(ctx context.Context) error {
 // caught up.
 const switchCheckEvery = 2 * time.Second
 
+// switchRetry is how soon a version within a batch of the head tries the
+// switch again.
+const switchRetry = 100 * time.Millisecond
+
 // tickProjection lets a building version switch readers to itself once it
 // has caught up on every partition (in the background).
 func (r *Runtime) tickProjection(now time.Time) {
@@ -176,10 +180,10 @@ func (r *Runtime) tickProjection(now time.Time) {
 		return
 	}
 	k := r.cons.proj
-	if now.Before(k.checkAt) || !k.switching.CompareAndSwap(false, true) {
+	if now.UnixNano() < k.checkAt.Load() || !k.switching.CompareAndSwap(false, true) {
 		return
 	}
-	k.checkAt = now.Add(switchCheckEvery)
+	k.checkAt.Store(now.Add(switchCheckEvery).UnixNano())
 	go func() {
 		defer k.switching.Store(false)
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -200,7 +204,14 @@ func (r *Runtime) tickProjection(now time.Time) {
 				return
 			}
 		}
-		if err := k.store.Switch(ctx, k.def.Name, k.def.Version, k.p.Drop); err != nil {
+		switch err := k.store.SwitchWhenCaughtUp(ctx, k.def.Name, k.def.Version, k.p.Drop); {
+		case errors.Is(err, projection.ErrBehind):
+			// Within a batch of the head, not yet as far as the active
+			// version on every partition: look again soon.
+			k.checkAt.Store(time.Now().Add(switchRetry).UnixNano())
+			r.cfg.log.Debug("projection: not switching yet", "err", err)
+			return
+		case err != nil:
 			r.cfg.log.Error("projection: switching readers to this version failed; retrying", "err", err)
 			return
 		}

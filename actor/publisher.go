@@ -51,6 +51,8 @@ const (
 	HeaderAggregateType   = "onceflow-aggregate-type"
 	HeaderVersion         = "onceflow-version"
 	HeaderEventType       = "onceflow-event-type"
+	// HeaderMetadata carries the stored event's metadata, when it has any.
+	HeaderMetadata = "onceflow-metadata"
 	// HeaderOutboxSeq is the outbox seq of a record the publisher sent
 	// from the outbox (with the source topic and partition headers).
 	HeaderOutboxSeq = "onceflow-outbox-seq"
@@ -499,10 +501,11 @@ func (t *txnProducer) publish(ctx context.Context, p *publisher, events []events
 	}
 	for i := range events {
 		e := &events[i]
-		if err := produce(&kafka.Message{
+		m := &kafka.Message{
 			TopicPartition: kafka.TopicPartition{Topic: &cfg.historyTopic, Partition: part},
 			Key:            []byte(e.AggregateID),
 			Value:          e.Data,
+			Timestamp:      e.RecordedAt, // when it was stored (zero: librdkafka's now)
 			Headers: []kafka.Header{
 				{Key: HeaderSourceTopic, Value: []byte(e.Topic)},
 				{Key: HeaderSourcePartition, Value: srcPart},
@@ -512,7 +515,11 @@ func (t *txnProducer) publish(ctx context.Context, p *publisher, events []events
 				{Key: HeaderEventType, Value: []byte(e.Type)},
 				{Key: HeaderCommandID, Value: []byte(e.CommandID)},
 			},
-		}); err != nil {
+		}
+		if e.Metadata != nil {
+			m.Headers = append(m.Headers, kafka.Header{Key: HeaderMetadata, Value: e.Metadata})
+		}
+		if err := produce(m); err != nil {
 			return fmt.Errorf("produce to %q: %w", cfg.historyTopic, err)
 		}
 	}

@@ -213,16 +213,21 @@ func AppendTxIn(ctx context.Context, tx pgx.Tx, schema string, events []StoredEv
 	if len(events) == 0 {
 		return nil
 	}
+	now := time.Now()
 	src := pgx.CopyFromSlice(len(events), func(i int) ([]any, error) {
 		e := &events[i]
 		data := e.Data
 		if data == nil {
 			data = []byte{} // data is NOT NULL; an empty payload is valid
 		}
-		return []any{e.Topic, e.Partition, e.Seq, e.AggregateType, e.AggregateID, e.Version, e.Type, data, e.Metadata, e.CommandID}, nil
+		at := e.RecordedAt
+		if at.IsZero() {
+			at = now
+		}
+		return []any{e.Topic, e.Partition, e.Seq, e.AggregateType, e.AggregateID, e.Version, e.Type, data, e.Metadata, e.CommandID, at}, nil
 	})
 	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "events"},
-		[]string{"topic", "partition", "seq", "aggregate_type", "aggregate_id", "version", "type", "data", "metadata", "command_id"}, src)
+		[]string{"topic", "partition", "seq", "aggregate_type", "aggregate_id", "version", "type", "data", "metadata", "command_id", "recorded_at"}, src)
 	if err != nil {
 		return mapAppendError(err)
 	}

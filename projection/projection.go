@@ -2,11 +2,14 @@ package projection
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"embed"
 	"errors"
 	"fmt"
 	"io/fs"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -161,7 +164,15 @@ func (s *Store) sql(q string) string { return pgschema.Rewrite(s.schema, q) }
 // schema). A projection batch notifies "group|partition|next_seq" on it in
 // its transaction, so the notification is delivered exactly when the
 // position is visible.
-func Channel(schema string) string { return schema + "_positions" }
+func Channel(schema string) string {
+	if c := schema + "_positions"; len(c) <= 63 {
+		return c
+	}
+	// Postgres truncates identifiers to 63 bytes in LISTEN, and pg_notify
+	// refuses longer channel names: a long schema name gets a digest.
+	sum := sha256.Sum256([]byte(schema))
+	return "onceflow_" + hex.EncodeToString(sum[:12]) + "_positions"
+}
 
 // Register inserts the version's row when it is missing and returns it. The
 // first version of a name is active at once; a later one starts building.
@@ -414,32 +425,93 @@ type DropFunc func(ctx context.Context, tx pgx.Tx, version int) error
 // (batches hold their registry row FOR SHARE and check it first), so after
 // Switch returns no batch of the retired version writes anything.
 func (s *Store) Switch(ctx context.Context, name string, version int, drop DropFunc) error {
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, s.sql(`UPDATE onceflow.projections SET state = 'retired' WHERE name = $1 AND version <> $2 AND state = 'active' RETURNING version`), name, version)
-		retired, err := pgx.CollectRows(rows, pgx.RowTo[int])
-		if err != nil {
-			return err
-		}
-		tag, err := tx.Exec(ctx, s.sql(`UPDATE onceflow.projections SET state = 'active', activated_at = now() WHERE name = $1 AND version = $2`), name, version)
-		if err != nil {
-			return err
-		}
-		if tag.RowsAffected() == 0 {
-			return fmt.Errorf("%w: %s v%d", ErrNotFound, name, version)
-		}
-		for _, v := range retired {
-			if drop != nil {
-				if err := drop(ctx, tx, v); err != nil {
-					return fmt.Errorf("drop v%d: %w", v, err)
-				}
-			}
-		}
-		return nil
-	})
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error { return s.switchTx(ctx, tx, name, version, drop) })
 	if err != nil {
 		return fmt.Errorf("projection: switch %s to v%d: %w", name, version, err)
 	}
 	return nil
+}
+
+func (s *Store) switchTx(ctx context.Context, tx pgx.Tx, name string, version int, drop DropFunc) error {
+	rows, _ := tx.Query(ctx, s.sql(`UPDATE onceflow.projections SET state = 'retired' WHERE name = $1 AND version <> $2 AND state = 'active' RETURNING version`), name, version)
+	retired, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		return err
+	}
+	tag, err := tx.Exec(ctx, s.sql(`UPDATE onceflow.projections SET state = 'active', activated_at = now() WHERE name = $1 AND version = $2`), name, version)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: %s v%d", ErrNotFound, name, version)
+	}
+	for _, v := range retired {
+		if drop != nil {
+			if err := drop(ctx, tx, v); err != nil {
+				return fmt.Errorf("drop v%d: %w", v, err)
+			}
+		}
+	}
+	return nil
+}
+
+// ErrBehind: a version is not caught up with the active one yet.
+var ErrBehind = errors.New("projection version behind the active one")
+
+// SwitchWhenCaughtUp is Switch for a rebuild: it makes version active only
+// if, on every partition of the source that has events, version has
+// applied at least as far as the active version, checked inside the
+// switch's transaction while the active version's row is locked (its
+// batches wait), so readers never see the view go back. It returns an
+// error wrapping ErrBehind, changing nothing, when version is behind or has
+// not claimed a partition yet.
+func (s *Store) SwitchWhenCaughtUp(ctx context.Context, name string, version int, drop DropFunc) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var activeGroup, history, source, mine string
+		err := tx.QueryRow(ctx, s.sql(`SELECT group_id, history_topic, source_topic FROM onceflow.projections WHERE name = $1 AND version = $2`), name, version).Scan(&mine, &history, &source)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("%w: %s v%d", ErrNotFound, name, version)
+		}
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, s.sql(`SELECT group_id FROM onceflow.projections WHERE name = $1 AND state = 'active' AND version <> $2 FOR UPDATE`), name, version).Scan(&activeGroup)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		rows, _ := tx.Query(ctx, s.sql(`
+			SELECT src.partition, coalesce(m.next_seq, 0), coalesce(a.next_seq, 1), m.halted_at IS NOT NULL
+			FROM (SELECT partition FROM onceflow.partition_claims WHERE topic = $1 GROUP BY partition HAVING max(next_seq) > 1) src
+			LEFT JOIN onceflow.partition_claims m ON m.group_id = $2 AND m.topic = $3 AND m.partition = src.partition
+			LEFT JOIN onceflow.partition_claims a ON a.group_id = $4 AND a.topic = $3 AND a.partition = src.partition
+			ORDER BY 1`), source, mine, history, activeGroup)
+		var behind []string
+		var p int32
+		var next, activeNext int64
+		var halted bool
+		_, err = pgx.ForEachRow(rows, []any{&p, &next, &activeNext, &halted}, func() error {
+			switch {
+			case next == 0:
+				behind = append(behind, fmt.Sprintf("partition %d not claimed yet", p))
+			case halted:
+				behind = append(behind, fmt.Sprintf("partition %d halted", p))
+			case next < activeNext:
+				behind = append(behind, fmt.Sprintf("partition %d at seq %d, the active version at %d", p, next-1, activeNext-1))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if len(behind) > 0 {
+			return fmt.Errorf("%w: %s v%d: %s", ErrBehind, name, version, strings.Join(behind, "; "))
+		}
+		return s.switchTx(ctx, tx, name, version, drop)
+	})
+	if err != nil && !errors.Is(err, ErrBehind) {
+		return fmt.Errorf("projection: switch %s to v%d: %w", name, version, err)
+	}
+	return err
 }
 
 // CheckInTx is what every projection batch runs in its fenced

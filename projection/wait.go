@@ -49,6 +49,7 @@ type Waiter struct {
 	mu      sync.Mutex
 	changed chan struct{} // closed (and replaced) when positions may have moved
 	started bool
+	closed  bool
 	ready   chan struct{} // closed once LISTEN is in place (or failed)
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -63,13 +64,16 @@ func NewWaiter(store *Store) *Waiter {
 func (w *Waiter) Close() {
 	w.mu.Lock()
 	started, cancel := w.started, w.cancel
-	w.started = true // no start after Close
+	w.started, w.closed = true, true // no start after Close
 	w.mu.Unlock()
 	if started && cancel != nil {
 		cancel()
 		<-w.done
 	}
 }
+
+// ErrWaiterClosed is returned by WaitFor after Close.
+var ErrWaiterClosed = errors.New("projection: waiter closed")
 
 func (w *Waiter) generation() chan struct{} {
 	w.mu.Lock()
@@ -132,6 +136,12 @@ func (w *Waiter) WaitFor(ctx context.Context, name string, pos Position) error {
 	}
 	start := time.Now()
 	w.generation()
+	w.mu.Lock()
+	closed := w.closed
+	w.mu.Unlock()
+	if closed {
+		return ErrWaiterClosed
+	}
 	select {
 	case <-w.ready:
 	case <-ctx.Done():

@@ -41,12 +41,15 @@ func CancelTx(ctx context.Context, tx pgx.Tx, schema, process, id string) (bool,
 	return tag.RowsAffected() > 0, nil
 }
 
-// FireTx deletes the deadlines ids of process in tx and returns the ones it
-// deleted, in due order: those still pending (a concurrent cancel may have
-// won). The caller handles exactly these in the same transaction.
-func FireTx(ctx context.Context, tx pgx.Tx, schema, process string, ids []string) ([]Deadline, error) {
-	rows, _ := tx.Query(ctx, pgschema.Rewrite(schema, `DELETE FROM onceflow.deadlines WHERE process = $1 AND id = ANY($2)
-		RETURNING process, id, group_id, topic, partition, due_at, payload`), process, ids)
+// FireTx deletes the deadlines ids of process that key's owner fires and
+// that are due at now, in tx, and returns the ones it deleted, in due
+// order: those still pending as read (a concurrent cancel may have won, or
+// a reschedule moved one later or to another partition). The caller
+// handles exactly these in the same transaction.
+func FireTx(ctx context.Context, tx pgx.Tx, schema, process string, key PartitionKey, now time.Time, ids []string) ([]Deadline, error) {
+	rows, _ := tx.Query(ctx, pgschema.Rewrite(schema, `DELETE FROM onceflow.deadlines
+		WHERE process = $1 AND id = ANY($2) AND group_id = $3 AND topic = $4 AND partition = $5 AND due_at <= $6
+		RETURNING process, id, group_id, topic, partition, due_at, payload`), process, ids, key.Group, key.Topic, key.Partition, now)
 	ds, err := pgx.CollectRows(rows, scanDeadline)
 	if err != nil {
 		return nil, fmt.Errorf("txn: fire deadlines of %s: %w", process, err)

@@ -221,7 +221,11 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	// and vanishes on rollback, so moving next_offset early is harmless.
 	if baseline.AtLeastOnce() {
 		// The benchmark's at-least-once baseline (internal/baseline): no
-		// fence and no idempotency records.
+		// fence and no idempotency records. It serves plain command batches
+		// only.
+		if len(b.DeadLetters) > 0 || len(b.Outbox) > 0 || b.InTx != nil || b.Emit != nil || b.NextSeq != 0 || b.Timer {
+			return Committed{}, fmt.Errorf("%w: the at-least-once baseline commits events and snapshots only", ErrInvalidBatch)
+		}
 		if err := eventsource.AppendTxIn(ctx, tx, s.schema, b.Events); err != nil {
 			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
 		}
@@ -339,7 +343,9 @@ func copyDeadLetters(ctx context.Context, tx pgx.Tx, schema string, key Partitio
 	if len(dls) == 0 {
 		return nil
 	}
-	src := pgx.CopyFromSlice(len(dls), func(i int) ([]any, error) {
+	n := len(dls)
+	offsets, ids, keys, values, headers, errs := make([]int64, n), make([]string, n), make([][]byte, n), make([][]byte, n), make([]map[string]string, n), make([]string, n)
+	for i := range dls {
 		d := &dls[i]
 		// jsonb cannot hold invalid UTF-8 or \u0000, and a dead letter must
 		// never fail to store: such bytes in headers are replaced (the raw
@@ -348,10 +354,17 @@ func copyDeadLetters(ctx context.Context, tx pgx.Tx, schema string, key Partitio
 		for k, v := range d.Headers {
 			h[cleanText(k)] = cleanText(v)
 		}
-		return []any{key.Group, key.Topic, key.Partition, d.Offset, cleanText(d.CommandID), d.Key, d.Value, h, cleanText(d.Error)}, nil
-	})
-	_, err := tx.CopyFrom(ctx, pgx.Identifier{schema, "dead_letters"},
-		[]string{"group_id", "topic", "partition", "offset", "command_id", "key", "value", "headers", "error"}, src)
+		offsets[i], ids[i], keys[i], values[i], headers[i], errs[i] = d.Offset, cleanText(d.CommandID), d.Key, d.Value, h, cleanText(d.Error)
+	}
+	// ON CONFLICT DO NOTHING: a consumer replaying its topic after an
+	// operator's reset meets the records it dead-lettered before; the dead
+	// letter of that offset is already recorded (the same record). Under
+	// the fence a command partition never consumes an offset twice.
+	_, err := tx.Exec(ctx, pgschema.Rewrite(schema, `INSERT INTO onceflow.dead_letters (group_id, topic, partition, "offset", command_id, key, value, headers, error)
+		SELECT $1, $2, $3, u.o, u.c, u.k, u.v, u.h, u.e
+		FROM unnest($4::bigint[], $5::text[], $6::bytea[], $7::bytea[], $8::jsonb[], $9::text[]) AS u(o, c, k, v, h, e)
+		ON CONFLICT (group_id, topic, partition, "offset") DO NOTHING`),
+		key.Group, key.Topic, key.Partition, offsets, ids, keys, values, headers, errs)
 	if err != nil {
 		return fmt.Errorf("store dead letters: %w", err)
 	}

@@ -710,3 +710,92 @@ func TestBackendContractInAnotherSchema(t *testing.T) {
 		t.Fatalf("Claim with a bad schema name: %v", err)
 	}
 }
+
+// A consumer replaying its topic after an operator's reset (projection.Store
+// .Reset moves next_offset back) meets the records it dead-lettered before:
+// the commit keeps the one dead letter of each offset instead of failing on
+// the unique key and halting the partition.
+func TestDeadLetterOfAReplayedRecordIsKeptOnce(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	key := txn.PartitionKey{Group: "onceflow.projection.p.v1", Topic: "cmds.events", Partition: 0}
+	c, err := s.Claim(ctx, key, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dl := txn.DeadLetter{Offset: 0, Error: "misrouted: an event of another partition", Value: []byte("x")}
+	if _, err := s.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 1, NextSeq: 1, DeadLetters: []txn.DeadLetter{dl}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pool().Exec(ctx, `UPDATE onceflow.partition_claims SET next_offset = 0 WHERE group_id = $1`, key.Group); err != nil {
+		t.Fatal(err)
+	}
+	c, err = s.Claim(ctx, key, "a")
+	if err != nil || c.NextOffset != 0 {
+		t.Fatalf("reclaim after the reset: %+v %v", c, err)
+	}
+	if _, err := s.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 1, NextSeq: 1, DeadLetters: []txn.DeadLetter{dl}}); err != nil {
+		t.Fatalf("the replayed record's dead letter: %v", err)
+	}
+	dls, err := s.DeadLetters(ctx, txn.DeadLetterQuery{Group: key.Group})
+	if err != nil || len(dls) != 1 {
+		t.Fatalf("dead letters after the replay: %d %v, want 1", len(dls), err)
+	}
+}
+
+// A deadline fires once, by its partition's owner, only while due: one a
+// handler moved later (or to another partition) after the owner read it as
+// due is not fired by the stale read; a cancelled one is not fired at all.
+func TestDeadlinesFireOnlyWhileDueAndOwned(t *testing.T) {
+	s := newStore(t)
+	ctx := context.Background()
+	a := txn.PartitionKey{Group: "onceflow.process.p.src", Topic: "src.events", Partition: 0}
+	b := a
+	b.Partition = 1
+	now := time.Now()
+	tx := func(f func(tx pgx.Tx) error) {
+		t.Helper()
+		if err := pgx.BeginFunc(ctx, s.Pool(), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tx(func(tx pgx.Tx) error {
+		for _, id := range []string{"d1", "d2", "d3"} {
+			if err := txn.ScheduleTx(ctx, tx, "onceflow", txn.Deadline{Process: "p", ID: id, Key: a, DueAt: now.Add(-time.Second), Payload: []byte(id)}); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	due, err := s.DueDeadlines(ctx, "p", a, now, 10)
+	if err != nil || len(due) != 3 {
+		t.Fatalf("due %+v %v", due, err)
+	}
+	tx(func(tx pgx.Tx) error {
+		// After the owner read them: d1 moved an hour later, d2 moved to
+		// partition 1, d3 cancelled.
+		if err := txn.ScheduleTx(ctx, tx, "onceflow", txn.Deadline{Process: "p", ID: "d1", Key: a, DueAt: now.Add(time.Hour)}); err != nil {
+			return err
+		}
+		if err := txn.ScheduleTx(ctx, tx, "onceflow", txn.Deadline{Process: "p", ID: "d2", Key: b, DueAt: now.Add(-time.Second)}); err != nil {
+			return err
+		}
+		_, err := txn.CancelTx(ctx, tx, "onceflow", "p", "d3")
+		return err
+	})
+	tx(func(tx pgx.Tx) error {
+		fired, err := txn.FireTx(ctx, tx, "onceflow", "p", a, now, []string{"d1", "d2", "d3"})
+		if err != nil || len(fired) != 0 {
+			t.Errorf("stale fire on partition 0: %+v %v, want none", fired, err)
+		}
+		fired, err = txn.FireTx(ctx, tx, "onceflow", "p", b, now, []string{"d2"})
+		if err != nil || len(fired) != 1 || string(fired[0].Payload) != "" {
+			t.Errorf("fire of d2 by partition 1: %+v %v, want d2", fired, err)
+		}
+		fired, err = txn.FireTx(ctx, tx, "onceflow", "p", b, now, []string{"d2"})
+		if err != nil || len(fired) != 0 {
+			t.Errorf("d2 fired twice: %+v %v", fired, err)
+		}
+		return nil
+	})
+}

@@ -183,8 +183,12 @@ func validate(b *Batch) error {
 		if d.PartitionKey != (PartitionKey{}) && d.PartitionKey != c.PartitionKey {
 			return fmt.Errorf("dead letter %d (offset %d): partition key %+v differs from the claim's %+v (leave it zero)", i, d.Offset, d.PartitionKey, c.PartitionKey)
 		}
-		if d.Offset < c.NextOffset || d.Offset >= b.NextOffset {
-			return fmt.Errorf("dead letter %d: offset %d outside the batch's offsets [%d, %d)", i, d.Offset, c.NextOffset, b.NextOffset)
+		// A consumer's dead letter of an event it read from the event store
+		// (no Kafka record) records minus the event's seq, within the
+		// batch's positions.
+		fromStore := b.NextSeq != 0 && d.Offset < 0 && -d.Offset >= c.NextSeq && -d.Offset < b.NextSeq
+		if !fromStore && (d.Offset < c.NextOffset || d.Offset >= b.NextOffset) {
+			return fmt.Errorf("dead letter %d: offset %d outside the batch's offsets [%d, %d) (or, for an event a consumer read from the event store, minus a seq in [%d, %d))", i, d.Offset, c.NextOffset, b.NextOffset, c.NextSeq, max(b.NextSeq, c.NextSeq))
 		}
 		if _, dup := offsets[d.Offset]; dup {
 			return fmt.Errorf("dead letter %d: second dead letter for offset %d", i, d.Offset)

@@ -174,6 +174,18 @@ func Run(t *testing.T, newBackend Factory) {
 		if cur, err := b.ReadClaim(ctx, ck); err != nil || cur.NextSeq != 6 {
 			t.Fatalf("claim after the refused batches: %+v %v, want next_seq 6", cur, err)
 		}
+		// A poison event read from the event store (no record): its dead
+		// letter records minus its seq, and only the position moves.
+		got, err = b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 5, NextSeq: 7,
+			DeadLetters: []txn.DeadLetter{{Offset: -6, Error: "poison", Value: []byte("x")}}})
+		if err != nil || got.NextSeq != 7 || got.NextOffset != 5 {
+			t.Fatalf("a dead letter of an event read from the store: %+v %v", got, err)
+		}
+		c = advance(c, got)
+		if _, err := b.Commit(ctx, &txn.Batch{Claim: c, NextOffset: 5, NextSeq: 8,
+			DeadLetters: []txn.DeadLetter{{Offset: -3, Error: "poison"}}}); !errors.Is(err, txn.ErrInvalidBatch) {
+			t.Fatalf("a store dead letter of a seq outside the batch: %v, want ErrInvalidBatch", err)
+		}
 	})
 
 	t.Run("outbox records: gap-free seqs under the fence, read back in order", func(t *testing.T) {

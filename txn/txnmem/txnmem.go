@@ -145,6 +145,9 @@ func (s *Store) Commit(ctx context.Context, b *txn.Batch) (txn.Committed, error)
 		s.results[resultKey{r.CommandID, r.AggregateType}] = r
 	}
 	for _, d := range b.DeadLetters {
+		if slices.ContainsFunc(s.dead, func(x txn.DeadLetter) bool { return x.PartitionKey == key && x.Offset == d.Offset }) {
+			continue // already recorded (a consumer replaying after a reset)
+		}
 		d.PartitionKey, d.RecordedAt = key, now
 		d.ID = int64(len(s.dead)) + 1
 		s.dead = append(s.dead, d)
