@@ -72,6 +72,13 @@ func (r Report) OK() bool { return len(r.Violations) == 0 }
 func (r Report) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d accounts, %d transfers %v, %d events, %d deadlines fired: %d violations", r.Accounts, r.Transfers, r.ByStatus, r.Events, r.DeadlinesFired, len(r.Violations))
+	if len(r.Violations) > 0 {
+		kinds := map[string]int{}
+		for _, v := range r.Violations {
+			kinds[v.Kind]++
+		}
+		fmt.Fprintf(&b, " %v", kinds)
+	}
 	for i, v := range r.Violations {
 		if i == 20 {
 			fmt.Fprintf(&b, "\n  ... %d more", len(r.Violations)-i)
