@@ -8,7 +8,7 @@ SEED     ?= 1
 FUZZTIME ?= 20s
 CHAOS_BIN = .onceflow/bin/onceflow-chaos
 
-.PHONY: all build test vet fmt fmt-check demo bench clean help chaos chaos-high chaos-bite fuzz
+.PHONY: all build test vet fmt fmt-check demo bench clean help chaos chaos-high chaos-payments chaos-bite fuzz
 
 all: fmt-check vet build ## check formatting, vet and build
 
@@ -47,8 +47,12 @@ chaos-high: ## fault harness, high-load mode: 1500 cmds/s offered over 2,000 agg
 	$(GO) build -o $(CHAOS_BIN) ./cmd/onceflow-chaos
 	$(CHAOS_BIN) -duration $(DURATION) -seed $(SEED) -high-load -require-all-faults=false
 
-chaos-bite: ## the checker's self-test: the harness against protocol-breaking builds (offset before state; a skipped publish) must report violations
-	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 20m -run 'TestUnsafeBuildIsCaught|TestSkippedPublishIsCaught' -v ./internal/chaos
+chaos-payments: ## fault harness on the payments sample: ledger invariants and every answer checked under the same faults (DURATION=2m SEED=1)
+	$(GO) build -o $(CHAOS_BIN) ./cmd/onceflow-chaos
+	$(CHAOS_BIN) -service payments -duration $(DURATION) -seed $(SEED) -require-all-faults=false
+
+chaos-bite: ## the checker's self-test: the harness against protocol-breaking builds (offset before state; a skipped publish; a process manager with random command ids) must report violations
+	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 25m -run 'TestUnsafeBuildIsCaught|TestSkippedPublishIsCaught|TestRandomCommandIDsAreCaught' -v ./internal/chaos
 
 fuzz: ## short fuzz runs of command decoding and the HTTP API (FUZZTIME=20s each)
 	$(GO) test -run '^$$' -fuzz FuzzCommandRecord -fuzztime $(FUZZTIME) ./actor

@@ -10,6 +10,15 @@
 //	onceflow-chaos -duration 2m -seed 7        # what `make chaos` runs
 //	onceflow-chaos -duration 20m -seed 7       # before a release
 //
+//	onceflow-chaos -service payments -duration 90s -seed 7   # make chaos-payments
+//
+// With -service payments it runs the payments sample instead (accounts and
+// transfers moved by a process manager): the load opens and funds accounts,
+// then sends single-phase, two-phase (posted, voided, expired) and refused
+// transfers; the check is ledger.Check (balances, flags, every transfer
+// settled once, deadlines once, deterministic command ids) and every
+// answer a client got against the ledger's final state.
+//
 // It builds the binaries it runs (go build -o) unless -inventory-bin and
 // -onceflow-bin are given. It prints a summary; the last line of its output
 // is the path of the JSON report. Exit status: 0 no violation, 1
@@ -59,6 +68,9 @@ func run() int {
 	fs.StringVar(&cfg.InventoryBin, "inventory-bin", "", "prebuilt samples/inventory binary (default: build it)")
 	fs.StringVar(&cfg.OnceflowBin, "onceflow-bin", "", "prebuilt cmd/onceflow binary (default: build it)")
 	unsafe := fs.Bool("unsafe", false, "build the service with -tags onceflow_unsafe_offset_first, which breaks exactly-once on purpose")
+	fs.StringVar(&cfg.Service, "service", chaos.ServiceInventory, "the sample under test: inventory, or payments (a ledger moved by a process manager; checked with ledger.Check and every answer)")
+	fs.StringVar(&cfg.PaymentsBin, "payments-bin", "", "prebuilt samples/payments binary (default: build it)")
+	fs.DurationVar(&cfg.RetryAfter, "retry-after", 2*time.Second, "payments: the transfer process resends a step's commands after this")
 	expect := fs.Bool("expect-violations", false, "succeed only if the checker finds violations (the self-test of the checker)")
 	verbose := fs.Bool("v", false, "log the harness's progress")
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -86,6 +98,13 @@ func run() int {
 			cfg.Faults = append(cfg.Faults, f)
 		}
 	}
+	if cfg.Service == chaos.ServicePayments {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rate"] {
+			cfg.Rate = 20
+		}
+	}
 	level := slog.LevelWarn
 	if *verbose {
 		level = slog.LevelInfo
@@ -103,17 +122,23 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	if cfg.InventoryBin == "" || cfg.OnceflowBin == "" {
+	if (cfg.Service != chaos.ServicePayments && cfg.InventoryBin == "") || cfg.OnceflowBin == "" || (cfg.Service == chaos.ServicePayments && cfg.PaymentsBin == "") {
 		var tags []string
 		if *unsafe {
 			tags = []string{"-tags", "onceflow_unsafe_offset_first"}
+			if cfg.Service == chaos.ServicePayments {
+				tags = []string{"-tags", "onceflow_unsafe_random_command_id"}
+			}
 		}
 		bin := filepath.Join(cfg.Dir, "bin")
 		start := time.Now()
 		for _, b := range []struct {
 			dst *string
 			pkg string
-		}{{&cfg.InventoryBin, "./samples/inventory"}, {&cfg.OnceflowBin, "./cmd/onceflow"}} {
+		}{{&cfg.InventoryBin, "./samples/inventory"}, {&cfg.OnceflowBin, "./cmd/onceflow"}, {&cfg.PaymentsBin, "./samples/payments"}} {
+			if (b.pkg == "./samples/payments") != (cfg.Service == chaos.ServicePayments) && b.pkg != "./cmd/onceflow" {
+				continue // only the service under test (and the broker's binary)
+			}
 			if *b.dst != "" {
 				continue
 			}

@@ -44,14 +44,18 @@ func runBroken(t *testing.T, tag string, set func(*Config)) *Report {
 	}
 	cfg := DefaultConfig()
 	cfg.Dir = filepath.Join(dir, "run")
-	cfg.InventoryBin = build("inventory", "./samples/inventory", "-tags", tag)
-	cfg.OnceflowBin = build("onceflow", "./cmd/onceflow")
 	cfg.RequireAllFaults = false
 	// A broken build may never drain (a publisher stuck at a gap in the
 	// store): the checker reports what is missing, no need to wait 3m.
 	cfg.DrainTimeout = 45 * time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	set(&cfg)
+	cfg.OnceflowBin = build("onceflow", "./cmd/onceflow") // the broker process
+	if cfg.Service == ServicePayments {
+		cfg.PaymentsBin = build("payments", "./samples/payments", "-tags", tag)
+	} else {
+		cfg.InventoryBin = build("inventory", "./samples/inventory", "-tags", tag)
+	}
 	rep, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatalf("harness: %v", err)
@@ -95,5 +99,26 @@ func TestSkippedPublishIsCaught(t *testing.T) {
 	})
 	if rep.Check.ViolationsByKind[VHistoryGap] == 0 {
 		t.Fatalf("violations %v: no history_gap in a build that skips a publish after a new owner takes over: the checker is blind (report %s)", rep.Check.ViolationsByKind, filepath.Join(rep.Dir, "report.json"))
+	}
+}
+
+// TestRandomCommandIDsAreCaught is the self-test of the payments check: the
+// payments sample built with the onceflow_unsafe_random_command_id tag,
+// whose process manager sends every command under a random id instead of
+// the deterministic one of its step. Resends of a step (a short retry
+// interval makes them frequent) then carry new ids; the ledger's accounts
+// refuse a second effect for the same transfer, so the money balances, but
+// ledger.Check must report effects not made under their step's id.
+func TestRandomCommandIDsAreCaught(t *testing.T) {
+	rep := runBroken(t, "onceflow_unsafe_random_command_id", func(cfg *Config) {
+		cfg.Service = ServicePayments
+		cfg.Duration = 45 * time.Second
+		cfg.Seed = 5
+		cfg.Rate = 15
+		cfg.RetryAfter = 300 * time.Millisecond
+		cfg.Faults = []string{FaultKill, FaultRestart}
+	})
+	if rep.Check.ViolationsByKind[VLedger] == 0 {
+		t.Fatalf("violations %v: no ledger violation in a build whose process manager sends random command ids: the check is blind (report %s)", rep.Check.ViolationsByKind, filepath.Join(rep.Dir, "report.json"))
 	}
 }

@@ -162,7 +162,12 @@ func (d *deployment) startInstance(ctx context.Context, s *slot) error {
 		"ONCEFLOW_KAFKA_CONFIG=" + fmt.Sprintf("session.timeout.ms=%d,heartbeat.interval.ms=%d,max.poll.interval.ms=30000,reconnect.backoff.max.ms=1000,socket.connection.setup.timeout.ms=5000",
 			d.cfg.SessionTimeout.Milliseconds(), max(d.cfg.SessionTimeout.Milliseconds()/10, 100)),
 	}
-	p, err := startProc(d.dir, name, d.cfg.InventoryBin, nil, env)
+	bin := d.cfg.InventoryBin
+	if d.cfg.Service == ServicePayments {
+		bin = d.cfg.PaymentsBin
+		env = append(env, "RETRY_AFTER="+d.cfg.RetryAfter.String())
+	}
+	p, err := startProc(d.dir, name, bin, nil, env)
 	if err != nil {
 		return err
 	}

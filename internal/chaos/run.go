@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,6 +52,12 @@ type Config struct {
 	// InventoryBin and OnceflowBin are the built binaries of
 	// samples/inventory and cmd/onceflow.
 	InventoryBin, OnceflowBin string
+	// Service is the sample under test: ServiceInventory (default) or
+	// ServicePayments (PaymentsBin, the built samples/payments; its
+	// transfer process resends a step's commands after RetryAfter).
+	Service     string
+	PaymentsBin string
+	RetryAfter  time.Duration
 	// Faults to inject (default AllFaults). RequireAllFaults makes a run
 	// that did not inject each of them at least once a violation.
 	Faults           []string
@@ -77,8 +84,20 @@ func (c *Config) validate() error {
 	if c.Dir == "" {
 		errs = append(errs, errors.New("Dir is required"))
 	}
-	if c.InventoryBin == "" || c.OnceflowBin == "" {
-		errs = append(errs, errors.New("InventoryBin and OnceflowBin are required"))
+	switch c.Service {
+	case "", ServiceInventory:
+		if c.InventoryBin == "" || c.OnceflowBin == "" {
+			errs = append(errs, errors.New("InventoryBin and OnceflowBin are required"))
+		}
+	case ServicePayments:
+		if c.PaymentsBin == "" || c.OnceflowBin == "" {
+			errs = append(errs, errors.New("PaymentsBin and OnceflowBin (the broker process) are required for the payments service"))
+		}
+		if slices.Contains(c.Faults, FaultMalformedInput) {
+			errs = append(errs, errors.New("the payments run injects no malformed records"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("unknown service %q (want %q or %q)", c.Service, ServiceInventory, ServicePayments))
 	}
 	if c.Duration < 10*time.Second {
 		errs = append(errs, fmt.Errorf("duration must be at least 10s, got %v", c.Duration))
@@ -115,6 +134,7 @@ func (c *Config) validate() error {
 // Report is the JSON report of a run.
 type Report struct {
 	Passed     bool      `json:"passed"`
+	Service    string    `json:"service"`
 	Seed       int64     `json:"seed"`
 	Duration   string    `json:"duration"`
 	Instances  int       `json:"instances"`
@@ -161,7 +181,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return nil, err
 	}
-	rep := &Report{Seed: cfg.Seed, Duration: cfg.Duration.String(), Instances: cfg.Instances, Partitions: cfg.Partitions,
+	rep := &Report{Service: cmp.Or(cfg.Service, ServiceInventory), Seed: cfg.Seed, Duration: cfg.Duration.String(), Instances: cfg.Instances, Partitions: cfg.Partitions,
 		Rate: cfg.Rate, StartedAt: time.Now().UTC(), Dir: dir, Faults: map[string]int{}}
 	err = run(ctx, &cfg, dir, rep)
 	if err != nil {
@@ -205,21 +225,14 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 		}
 		d.slots = append(d.slots, s)
 	}
-	// The first instance creates the topics and migrates; then the others.
-	if err := d.startInstance(ctx, d.slots[0]); err != nil {
-		return err
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, cfg.Instances)
-	for i := 1; i < cfg.Instances; i++ {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = d.startInstance(ctx, d.slots[i]) }()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := d.startFleet(ctx); err != nil {
 		return err
 	}
 	log.Info("deployment up", "instances", cfg.Instances, "dir", dir)
+	if cfg.Service == ServicePayments {
+		return runPayments(ctx, d, rep)
+	}
+	var wg sync.WaitGroup
 
 	load, err := newLoadGen(filepath.Join(dir, "load.jsonl"), cfg.Seed, cfg.Rate, cfg.SKUs, d.targets)
 	if err != nil {
@@ -267,21 +280,8 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	_ = writeJSON(filepath.Join(dir, "injected.json"), injected)
 	log.Info("load and faults stopped; healing", "faults", len(faults))
 
-	// Heal: every instance that should run is running and healthy.
-	for _, s := range d.slots {
-		s.pgProxy.Heal()
-		s.kProxy.Heal()
-		if s.proc != nil {
-			s.proc.resume()
-			if s.proc.exited() {
-				d.mu.Lock()
-				s.proc = nil
-				d.mu.Unlock()
-				if err := d.startInstance(ctx, s); err != nil {
-					return fmt.Errorf("restart after the fault phase: %w", err)
-				}
-			}
-		}
+	if err := d.heal(ctx); err != nil {
+		return err
 	}
 
 	// Resolve every command whose outcome is unknown, then wait until
@@ -379,17 +379,23 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 
 // Summary is a human-readable summary of the report.
 func (r *Report) Summary() string {
-	s := fmt.Sprintf("onceflow chaos: seed %d, %s, %d partitions, %d instances at start, wall time %s\n", r.Seed, r.Duration, r.Partitions, r.Instances, r.WallTime)
+	s := fmt.Sprintf("onceflow chaos (%s): seed %d, %s, %d partitions, %d instances at start, wall time %s\n", r.Service, r.Seed, r.Duration, r.Partitions, r.Instances, r.WallTime)
 	s += fmt.Sprintf("  commands   %d sent (%d attempts, %d retries, %d without a definite answer), %d unresolved after the drain\n",
 		r.Check.Commands, r.Check.Attempts, r.Check.Retries, r.Check.Unknown, r.Unresolved)
 	s += fmt.Sprintf("  outcomes   %v (answers seen %v, %d answered as duplicates)\n", r.Check.Outcomes, r.Check.Answers, r.Check.DuplicateAnswers)
-	s += fmt.Sprintf("  store      %d records on the topic (%d duplicates), %d events over %d aggregates, %d dead letters\n",
-		r.Check.Records, r.Check.DuplicateRecords, r.Check.Events, r.Check.Aggregates, r.Check.DeadLetters)
+	if r.Service == ServicePayments {
+		s += fmt.Sprintf("  store      %d events over %d aggregates\n", r.Check.Events, r.Check.Aggregates)
+	} else {
+		s += fmt.Sprintf("  store      %d records on the topic (%d duplicates), %d events over %d aggregates, %d dead letters\n",
+			r.Check.Records, r.Check.DuplicateRecords, r.Check.Events, r.Check.Aggregates, r.Check.DeadLetters)
+	}
 	if r.DroppedTicks > 0 {
 		s += fmt.Sprintf("  load       %d ticks of the %d/s schedule dropped (every worker busy): the service could not keep up\n", r.DroppedTicks, r.Rate)
 	}
-	s += fmt.Sprintf("  published  %d history records (%d repeats of an earlier seq), latest state of %d aggregates\n",
-		r.Check.HistoryRecords, r.Check.HistoryRepeats, r.Check.StateKeys)
+	if r.Service != ServicePayments {
+		s += fmt.Sprintf("  published  %d history records (%d repeats of an earlier seq), latest state of %d aggregates\n",
+			r.Check.HistoryRecords, r.Check.HistoryRepeats, r.Check.StateKeys)
+	}
 	if r.Check.ReadModels != "" {
 		s += "  read       " + r.Check.ReadModels + "\n"
 	}
@@ -424,4 +430,41 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, append(b, '\n'), 0o644)
+}
+
+// startFleet starts the first instance (it creates the topics and
+// migrates), then the others.
+func (d *deployment) startFleet(ctx context.Context) error {
+	if err := d.startInstance(ctx, d.slots[0]); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, d.cfg.Instances)
+	for i := 1; i < d.cfg.Instances; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = d.startInstance(ctx, d.slots[i]) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// heal makes every instance that should run run, healthy, with its
+// connections restored.
+func (d *deployment) heal(ctx context.Context) error {
+	for _, s := range d.slots {
+		s.pgProxy.Heal()
+		s.kProxy.Heal()
+		if s.proc != nil {
+			s.proc.resume()
+			if s.proc.exited() {
+				d.mu.Lock()
+				s.proc = nil
+				d.mu.Unlock()
+				if err := d.startInstance(ctx, s); err != nil {
+					return fmt.Errorf("restart after the fault phase: %w", err)
+				}
+			}
+		}
+	}
+	return nil
 }
