@@ -34,10 +34,12 @@ import (
 //
 // Versions: bump Version to rebuild the read model into new tables while the
 // old version keeps serving (blue/green). The first version of a name is
-// active at once; a later one builds, and when it has caught up on every
-// partition (at most one batch, WithBatch's maxRecords, behind) its runtime switches readers to it in one transaction
-// (projection.Store.Switch), in which Drop drops the old version's tables.
-// Readers find the active version with projection.Store.Active.
+// active at once; a later one builds, and once it has applied at least as
+// far as the active version on every partition (checked in the switch's
+// transaction, projection.Store.SwitchWhenCaughtUp) its runtime switches
+// readers to it in one transaction, in which Drop drops the old version's
+// tables. Readers find the active version with projection.ActiveTx in the
+// transaction that reads its tables.
 type Projection struct {
 	// Name: 1-63 characters of [a-z0-9_-].
 	Name string
