@@ -259,6 +259,7 @@ func TestProjectionReadYourWritesPoisonAndPause(t *testing.T) {
 	owns(t, src, testPartitions)
 	bp := &balanceProjection{}
 	p1 := e.startProjection("p1", bp.def(e, 1))
+	owns(t, p1, testPartitions) // registered (Run registers the version before it joins the group)
 	c := e.client()
 	ctx := context.Background()
 	store := projection.NewStore(e.pool)
@@ -365,6 +366,7 @@ func TestProjectionBlueGreenRebuild(t *testing.T) {
 	c := e.client(actor.WithResults(txn.NewStore(e.pool), 2*time.Second))
 	bp := &balanceProjection{}
 	v1 := e.startProjection("v1", bp.def(e, 1))
+	owns(t, v1, testPartitions)
 	l := startLoad(t, c, []string{"acc-0", "acc-1", "acc-2", "acc-3"}, 4)
 	l.waitFor(t, 100)
 	store := projection.NewStore(e.pool)
