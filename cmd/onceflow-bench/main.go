@@ -7,6 +7,10 @@
 //
 //	BENCH batched_cmds_per_s=<n> batched_nopublish_cmds_per_s=<n> batch1_cmds_per_s=<n> batch1_nopublish_cmds_per_s=<n> publish_events_per_s=<n> publish_catchup_ms=<n>
 //
+// The full run ends with the payments sample's transfers (payments.go):
+//
+//	BENCH transfers_per_s=<n> transfer_p50_ms=<n> transfer_p99_ms=<n>
+//
 // By default it starts an embedded Kafka-protocol broker and a private
 // Postgres cluster (fsync on) in a temporary directory; KAFKA_BROKERS and
 // DATABASE_URL point it at real infrastructure instead (it creates and drops
@@ -44,6 +48,9 @@ type params struct {
 	only                                           string
 	lagRate                                        float64
 	wl                                             workload
+	// The payments benchmark (payments.go).
+	accounts, transfers, transferInflight, transferConns int
+	transferProjections                                  bool
 }
 
 func main() {
@@ -58,7 +65,12 @@ func main() {
 	flag.BoolVar(&p.verbose, "v", false, "log the runtime's warnings")
 	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
-	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, latency or projections")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, latency, projections or transfers")
+	flag.IntVar(&p.accounts, "accounts", 1_000, "payments: customer accounts the transfers move money between")
+	flag.IntVar(&p.transfers, "transfers", 10_000, "payments: single-phase transfers in the measured run")
+	flag.IntVar(&p.transferInflight, "transfer-inflight", 1_000, "payments: transfers in flight at once (from the create's Send to posted)")
+	flag.IntVar(&p.transferConns, "transfer-conns", 0, "payments: Postgres connections of the runtimes' pool (0: 4 per partition + 8)")
+	flag.BoolVar(&p.transferProjections, "transfer-projections", false, "payments: also run the sample's read-model projections")
 	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
 	wlName := flag.String("workload", "inventory", "the aggregate the command benchmarks drive (inventory)")
 	flag.Parse()
@@ -117,6 +129,9 @@ func run(ctx context.Context, p params) error {
 	if p.only == "projections" {
 		return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
 	}
+	if p.only == "transfers" {
+		return transfers(ctx, p, brokers, adminDSN, logger)
+	}
 	b1off, err := runOnce(ctx, p, "b1nopub", brokers, adminDSN, p.n1, 1, 0, false, logger)
 	if err != nil {
 		return fmt.Errorf("batch-size-1 run without publishing: %w", err)
@@ -153,7 +168,10 @@ func run(ctx context.Context, p params) error {
 	if err := latency(ctx, p, brokers, adminDSN, bn.cmdsPerS/2, logger); err != nil {
 		return err
 	}
-	return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, bn.cmdsPerS/2), logger)
+	if err := projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, bn.cmdsPerS/2), logger); err != nil {
+		return err
+	}
+	return transfers(ctx, p, brokers, adminDSN, logger)
 }
 
 // latency runs the open-loop latency benchmark at 200 commands/s and at
