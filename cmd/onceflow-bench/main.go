@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -65,7 +66,7 @@ func main() {
 	flag.BoolVar(&p.verbose, "v", false, "log the runtime's warnings")
 	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
-	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, latency, projections or transfers")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), latency, projections or transfers")
 	flag.IntVar(&p.accounts, "accounts", 1_000, "payments: customer accounts the transfers move money between")
 	flag.IntVar(&p.transfers, "transfers", 10_000, "payments: single-phase transfers in the measured run")
 	flag.IntVar(&p.transferInflight, "transfer-inflight", 1_000, "payments: transfers in flight at once (from the create's Send to posted)")
@@ -73,7 +74,20 @@ func main() {
 	flag.BoolVar(&p.transferProjections, "transfer-projections", false, "payments: also run the sample's read-model projections")
 	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
 	wlName := flag.String("workload", "inventory", "the aggregate the command benchmarks drive (inventory)")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (client, broker, runtime) to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "onceflow-bench:", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "onceflow-bench:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	mk, ok := workloads[*wlName]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "onceflow-bench: unknown -workload %q\n", *wlName)
@@ -123,6 +137,15 @@ func run(ctx context.Context, p params) error {
 	fmt.Printf("onceflow-bench: %d cores, GOMAXPROCS %d, brokers %s, %d partitions, %d aggregates, %d in flight\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), brokers, p.partitions, p.aggregates, p.inflight)
 
+	if p.only == "batched" {
+		// One batched run, publishing on: what -cpuprofile should see.
+		bn, err := runOnce(ctx, p, "batched", brokers, adminDSN, p.n, p.batch, p.wait, true, logger)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("BENCH batched_cmds_per_s=%.0f\n", bn.cmdsPerS)
+		return nil
+	}
 	if p.only == "latency" {
 		return latency(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
 	}
