@@ -38,6 +38,7 @@ import (
 	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/internal/baseline"
 	"github.com/onceflow/onceflow/internal/pgcluster"
+	"github.com/onceflow/onceflow/txn"
 )
 
 type params struct {
@@ -49,6 +50,7 @@ type params struct {
 	only                                           string
 	lagRate                                        float64
 	wl                                             workload
+	prefill                                        int
 	// The payments benchmark (payments.go).
 	accounts, transfers, transferInflight, transferConns int
 	transferProjections                                  bool
@@ -66,7 +68,8 @@ func main() {
 	flag.BoolVar(&p.verbose, "v", false, "log the runtime's warnings")
 	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
-	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), latency, projections or transfers")
+	flag.IntVar(&p.prefill, "prefill", 5_000_000, "-only history: command results and events stored before the run")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), history (fresh vs -prefill stored rows), latency, projections or transfers")
 	flag.IntVar(&p.accounts, "accounts", 1_000, "payments: customer accounts the transfers move money between")
 	flag.IntVar(&p.transfers, "transfers", 10_000, "payments: single-phase transfers in the measured run")
 	flag.IntVar(&p.transferInflight, "transfer-inflight", 1_000, "payments: transfers in flight at once (from the create's Send to posted)")
@@ -137,6 +140,21 @@ func run(ctx context.Context, p params) error {
 	fmt.Printf("onceflow-bench: %d cores, GOMAXPROCS %d, brokers %s, %d partitions, %d aggregates, %d in flight\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), brokers, p.partitions, p.aggregates, p.inflight)
 
+	if p.only == "history" {
+		// The same batched run on a fresh store and on one pre-filled with
+		// -prefill command results and events (another topic's history):
+		// the cost per command must not grow with the history.
+		fresh, err := runOnce(ctx, p, "fresh", brokers, adminDSN, p.n, p.batch, p.wait, true, logger)
+		if err != nil {
+			return err
+		}
+		hist, err := runOnce(ctx, p, "history", brokers, adminDSN, p.n, p.batch, p.wait, true, logger)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("BENCH fresh_cmds_per_s=%.0f history_cmds_per_s=%.0f history_rows=%d history_ratio=%.2f\n", fresh.cmdsPerS, hist.cmdsPerS, p.prefill, hist.cmdsPerS/fresh.cmdsPerS)
+		return nil
+	}
 	if p.only == "batched" {
 		// One batched run, publishing on: what -cpuprofile should see.
 		bn, err := runOnce(ctx, p, "batched", brokers, adminDSN, p.n, p.batch, p.wait, true, logger)
@@ -255,6 +273,11 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	}
 	defer pool.Close()
 
+	if name == "history" && p.prefill > 0 {
+		if err := prefill(ctx, pool, p.prefill); err != nil {
+			return result{}, fmt.Errorf("prefill: %w", err)
+		}
+	}
 	topic := fmt.Sprintf("bench.%s.%d", name, time.Now().UnixNano())
 	rt, err := p.wl.runtime(pool,
 		actor.WithBrokers(brokers), actor.WithTopic(topic), actor.WithCreateTopics(p.partitions),
@@ -313,7 +336,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 		return result{}, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
 	}
 	var events int64
-	if err := pool.QueryRow(ctx, `SELECT count(*) FROM onceflow.events`).Scan(&events); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM onceflow.events WHERE topic = $1`, topic).Scan(&events); err != nil {
 		return result{}, err
 	}
 	if events != int64(n) {
@@ -342,4 +365,37 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v  published %d in %d transactions (catch-up after the last outcome %v)\n",
 		name, batch, n, res.cmdsPerS, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond), st.Published, st.PublishTransactions, res.catchup.Round(time.Millisecond))
 	return res, nil
+}
+
+// prefill stores n command results and n events of another topic (12
+// partitions, 100,000 aggregates) and analyzes the tables, as a service
+// with that much history would have them.
+func prefill(ctx context.Context, pool *pgxpool.Pool, n int) error {
+	start := time.Now()
+	if _, err := txn.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	const chunk = 500_000
+	for from := 0; from < n; from += chunk {
+		to := min(from+chunk, n) - 1
+		if _, err := pool.Exec(ctx, `
+			INSERT INTO onceflow.events (topic, partition, seq, aggregate_type, aggregate_id, version, type, data, command_id)
+			SELECT 'bench.old', s % 12, s / 12 + 1, 'inventory.stock', 'old/SKU-' || (s % 100000), s / 100000 + 1, 'inventory.StockReceived',
+			       convert_to('{"warehouse":"old","sku":"x","qty":1}', 'UTF8'), 'old-' || s
+			FROM generate_series($1::bigint, $2::bigint) s`, from, to); err != nil {
+			return err
+		}
+		if _, err := pool.Exec(ctx, `
+			INSERT INTO onceflow.command_results (command_id, group_id, topic, partition, "offset", aggregate_type, aggregate_id, outcome, first_version, last_version, first_seq, last_seq, request_hash)
+			SELECT 'old-' || s, 'bench.old', 'bench.old', s % 12, s / 12, 'inventory.stock', 'old/SKU-' || (s % 100000), 'accepted',
+			       s / 100000 + 1, s / 100000 + 1, s / 12 + 1, s / 12 + 1, sha256(convert_to('old-' || s, 'UTF8'))
+			FROM generate_series($1::bigint, $2::bigint) s`, from, to); err != nil {
+			return err
+		}
+	}
+	if _, err := pool.Exec(ctx, `ANALYZE onceflow.events; ANALYZE onceflow.command_results`); err != nil {
+		return err
+	}
+	fmt.Printf("history: %d command results and %d events stored in %v\n", n, n, time.Since(start).Round(time.Second))
+	return nil
 }
