@@ -38,7 +38,6 @@ import (
 	"github.com/onceflow/onceflow/devenv"
 	"github.com/onceflow/onceflow/internal/baseline"
 	"github.com/onceflow/onceflow/internal/pgcluster"
-	"github.com/onceflow/onceflow/txn"
 )
 
 type params struct {
@@ -256,22 +255,11 @@ type result struct {
 }
 
 func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, batch int, wait time.Duration, publish bool, logger *slog.Logger) (result, error) {
-	db := fmt.Sprintf("onceflow_bench_%s_%d", name, time.Now().UnixNano())
-	if err := pgcluster.CreateDatabase(ctx, adminDSN, db); err != nil {
-		return result{}, err
-	}
-	defer pgcluster.DropDatabase(context.Background(), adminDSN, db)
-	cfg, err := pgxpool.ParseConfig(adminDSN)
-	if err != nil {
-		return result{}, fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	cfg.ConnConfig.Database = db
-	cfg.MaxConns = int32(p.partitions + 4)
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	pool, done, err := benchDB(ctx, adminDSN, name, int32(p.partitions+4))
 	if err != nil {
 		return result{}, err
 	}
-	defer pool.Close()
+	defer done()
 
 	if name == "history" && p.prefill > 0 {
 		if err := prefill(ctx, pool, p.prefill); err != nil {
@@ -300,16 +288,8 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	defer client.Close()
 
 	// Wait until every partition is claimed so the run measures steady state.
-	deadline := time.Now().Add(60 * time.Second)
-	for rt.Stats().OwnedPartitions < p.partitions {
-		if time.Now().After(deadline) {
-			return result{}, fmt.Errorf("runtime owns %d of %d partitions after 60s", rt.Stats().OwnedPartitions, p.partitions)
-		}
-		select {
-		case err := <-runErr:
-			return result{}, fmt.Errorf("runtime stopped: %w", err)
-		case <-time.After(50 * time.Millisecond):
-		}
+	if err := waitOwned(rt, p.partitions, runErr); err != nil {
+		return result{}, err
 	}
 
 	var failed atomic.Int64
@@ -368,13 +348,10 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 }
 
 // prefill stores n command results and n events of another topic (12
-// partitions, 100,000 aggregates) and analyzes the tables, as a service
-// with that much history would have them.
+// partitions, 100,000 aggregates) in pool's migrated database (benchDB) and
+// analyzes the tables, as a service with that much history would have them.
 func prefill(ctx context.Context, pool *pgxpool.Pool, n int) error {
 	start := time.Now()
-	if _, err := txn.Migrate(ctx, pool); err != nil {
-		return err
-	}
 	const chunk = 500_000
 	for from := 0; from < n; from += chunk {
 		to := min(from+chunk, n) - 1
