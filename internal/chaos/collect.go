@@ -336,40 +336,12 @@ var inventoryProjections = []string{"inventory_stock", "inventory_reservations"}
 // projections: their positions per partition of the command topic and
 // their rows. nil when the service runs no projection.
 func readReadModels(ctx context.Context, conn *pgx.Conn) (*ReadModels, error) {
-	var exists bool
-	if err := conn.QueryRow(ctx, `SELECT to_regclass('onceflow.projections') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+	positions, versions, err := readProjectionPositions(ctx, conn)
+	if err != nil || positions == nil {
 		return nil, err
 	}
-	rm := &ReadModels{}
-	versions := map[string]int{}
-	for _, name := range inventoryProjections {
-		var v int
-		err := conn.QueryRow(ctx, `SELECT version FROM onceflow.projections WHERE name = $1 AND state = 'active'`, name).Scan(&v)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, nil // the service runs no projection
-		}
-		if err != nil {
-			return nil, fmt.Errorf("projection %s: %w", name, err)
-		}
-		versions[name] = v
-		rows, _ := conn.Query(ctx, `
-			SELECT src.partition, coalesce(c.next_seq, 1) - 1, CASE WHEN c.halted_at IS NULL THEN '' ELSE coalesce(nullif(c.halt_reason, ''), 'halted') END
-			FROM (SELECT DISTINCT partition FROM onceflow.partition_claims WHERE topic = $1) src
-			LEFT JOIN onceflow.projections p ON p.name = $2 AND p.version = $3
-			LEFT JOIN onceflow.partition_claims c ON c.group_id = p.group_id AND c.topic = p.history_topic AND c.partition = src.partition
-			ORDER BY 1`, commandTopic, name, v)
-		ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ProjectionPosition, error) {
-			x := ProjectionPosition{Name: name, Version: v}
-			err := r.Scan(&x.Partition, &x.Position, &x.Halted)
-			return x, err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("projection %s positions: %w", name, err)
-		}
-		rm.Positions = append(rm.Positions, ps...)
-	}
+	rm := &ReadModels{Positions: positions}
 	rows, _ := conn.Query(ctx, fmt.Sprintf(`SELECT warehouse, sku, on_hand, reserved, version FROM inventory_stock_v%d`, versions["inventory_stock"]))
-	var err error
 	rm.Stock, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (StockRow, error) {
 		var w, sku string
 		var x StockRow
@@ -394,8 +366,48 @@ func readReadModels(ctx context.Context, conn *pgx.Conn) (*ReadModels, error) {
 	return rm, nil
 }
 
+// readProjectionPositions reads the active versions of the inventory
+// sample's projections and their positions per partition of the command
+// topic; nil when the service runs no projection.
+func readProjectionPositions(ctx context.Context, conn *pgx.Conn) ([]ProjectionPosition, map[string]int, error) {
+	var exists bool
+	if err := conn.QueryRow(ctx, `SELECT to_regclass('onceflow.projections') IS NOT NULL`).Scan(&exists); err != nil || !exists {
+		return nil, nil, err
+	}
+	var positions []ProjectionPosition
+	versions := map[string]int{}
+	for _, name := range inventoryProjections {
+		var v int
+		err := conn.QueryRow(ctx, `SELECT version FROM onceflow.projections WHERE name = $1 AND state = 'active'`, name).Scan(&v)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, nil, nil // the service runs no projection
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("projection %s: %w", name, err)
+		}
+		versions[name] = v
+		rows, _ := conn.Query(ctx, `
+			SELECT src.partition, coalesce(c.next_seq, 1) - 1, CASE WHEN c.halted_at IS NULL THEN '' ELSE coalesce(nullif(c.halt_reason, ''), 'halted') END
+			FROM (SELECT DISTINCT partition FROM onceflow.partition_claims WHERE topic = $1) src
+			LEFT JOIN onceflow.projections p ON p.name = $2 AND p.version = $3
+			LEFT JOIN onceflow.partition_claims c ON c.group_id = p.group_id AND c.topic = p.history_topic AND c.partition = src.partition
+			ORDER BY 1`, commandTopic, name, v)
+		ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (ProjectionPosition, error) {
+			x := ProjectionPosition{Name: name, Version: v}
+			err := r.Scan(&x.Partition, &x.Position, &x.Halted)
+			return x, err
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("projection %s positions: %w", name, err)
+		}
+		positions = append(positions, ps...)
+	}
+	return positions, versions, nil
+}
+
 // waitProjections waits until the active versions of the inventory
-// sample's projections have applied every stored event (or ctx ends; the
+// sample's projections have applied every stored event (it polls their
+// positions only, not the read models' rows) (or ctx ends; the
 // checker then reports the projections behind).
 func waitProjections(ctx context.Context, dsn string) error {
 	var last string
@@ -403,10 +415,10 @@ func waitProjections(ctx context.Context, dsn string) error {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		conn, err := pgx.Connect(cctx, dsn)
 		if err == nil {
-			var rm *ReadModels
-			rm, err = readReadModels(cctx, conn)
+			var positions []ProjectionPosition
+			positions, _, err = readProjectionPositions(cctx, conn)
 			var lastSeq map[int32]int64
-			if err == nil && rm != nil {
+			if err == nil && positions != nil {
 				lastSeq = map[int32]int64{}
 				rows, _ := conn.Query(cctx, `SELECT partition, max(seq) FROM onceflow.events WHERE topic = $1 GROUP BY partition`, commandTopic)
 				var p int32
@@ -415,12 +427,12 @@ func waitProjections(ctx context.Context, dsn string) error {
 			}
 			conn.Close(context.WithoutCancel(cctx))
 			if err == nil {
-				if rm == nil {
+				if positions == nil {
 					cancel()
 					return nil
 				}
 				var behind []string
-				for _, p := range rm.Positions {
+				for _, p := range positions {
 					if p.Position != lastSeq[p.Partition] {
 						behind = append(behind, fmt.Sprintf("%s:%d:%d/%d", p.Name, p.Partition, p.Position, lastSeq[p.Partition]))
 					}

@@ -215,35 +215,19 @@ func (g *loadGen) learn(c *command, outcome string) {
 }
 
 func (g *loadGen) attempt(ctx context.Context, c *command, n int, t targetURL, timeout time.Duration) Attempt {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
-	defer cancel()
 	a := Attempt{Key: c.key, CommandID: c.id(), Op: c.op, Aggregate: c.aggregate(), Body: c.body, N: n, Slot: t.slot, Start: time.Now()}
-	// The request outlives ctx: once sent, its answer is worth waiting for
-	// (timeout bounds it).
-	req, _ := http.NewRequestWithContext(rctx, http.MethodPost,
-		fmt.Sprintf("%s/v1/stock/%s/%s/%s", t.url, c.warehouse, c.sku, c.op), bytes.NewReader([]byte(c.body)))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", c.key)
 	g.sent.Add(1)
-	resp, err := g.client.Do(req)
-	if err != nil {
-		a.Err = err.Error()
-	} else {
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		a.HTTP = resp.StatusCode
-		var m struct {
-			Code         string `json:"code"`
-			Error        string `json:"error"`
-			FirstVersion int64  `json:"first_version"`
-			LastVersion  int64  `json:"last_version"`
-			Partition    int32  `json:"partition"`
-			Offset       int64  `json:"offset"`
-			Duplicate    bool   `json:"duplicate"`
-		}
-		if err := json.Unmarshal(body, &m); err != nil {
-			a.Err = fmt.Sprintf("undecodable answer %q: %v", body, err)
-		}
+	var m struct {
+		Code         string `json:"code"`
+		Error        string `json:"error"`
+		FirstVersion int64  `json:"first_version"`
+		LastVersion  int64  `json:"last_version"`
+		Partition    int32  `json:"partition"`
+		Offset       int64  `json:"offset"`
+		Duplicate    bool   `json:"duplicate"`
+	}
+	a.HTTP, a.Err = postJSON(ctx, g.client, fmt.Sprintf("%s/v1/stock/%s/%s/%s", t.url, c.warehouse, c.sku, c.op), c.key, c.body, timeout, &m)
+	if a.HTTP != 0 {
 		a.Code, a.Reason = m.Code, m.Error
 		a.FirstVersion, a.LastVersion, a.Partition, a.Offset, a.Duplicate = m.FirstVersion, m.LastVersion, m.Partition, m.Offset, m.Duplicate
 		if m.Code == "dead_lettered" {
@@ -255,6 +239,32 @@ func (g *loadGen) attempt(ctx context.Context, c *command, n int, t targetURL, t
 	_ = g.log.Encode(a)
 	g.logMu.Unlock()
 	return a
+}
+
+// postJSON posts body to url with the Idempotency-Key key and the extra
+// headers (name, value pairs) and decodes the JSON answer into answer. The
+// request outlives ctx: once sent, its answer is worth waiting for (timeout
+// bounds it). It returns the HTTP status (0 without a response) and what
+// went wrong ("" when nothing did).
+func postJSON(ctx context.Context, client *http.Client, url, key, body string, timeout time.Duration, answer any, headers ...string) (status int, failure string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(rctx, http.MethodPost, url, bytes.NewReader([]byte(body)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", key)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err := json.Unmarshal(b, answer); err != nil {
+		return resp.StatusCode, fmt.Sprintf("undecodable answer %q: %v", b, err)
+	}
+	return resp.StatusCode, ""
 }
 
 // resolve resends every command whose outcome is still unknown, with its

@@ -1,11 +1,9 @@
 package chaos
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -147,33 +145,19 @@ func (l *payLoad) send(ctx context.Context, path, key, body string, max int) (pa
 
 func (l *payLoad) attempt(ctx context.Context, t targetURL, path, key, body string, n int) payAttempt {
 	a := payAttempt{Key: key, Path: path, Body: body, N: n, Slot: t.slot, Start: time.Now()}
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(rctx, http.MethodPost, t.url+path, bytes.NewReader([]byte(body)))
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", key)
-	req.Header.Set("Prefer", "wait=5")
 	l.mu.Lock()
 	l.attempts++
 	l.mu.Unlock()
-	resp, err := l.client.Do(req)
-	if err != nil {
-		a.Err = err.Error()
-	} else {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		resp.Body.Close()
-		a.HTTP = resp.StatusCode
-		var m struct {
-			Code   string `json:"code"`
-			ID     string `json:"id"`
-			Status string `json:"status"`
-			Final  bool   `json:"final"`
-			Result string `json:"result"`
-			Posted int64  `json:"posted_amount"`
-		}
-		if err := json.Unmarshal(b, &m); err != nil {
-			a.Err = fmt.Sprintf("undecodable answer %q: %v", b, err)
-		}
+	var m struct {
+		Code   string `json:"code"`
+		ID     string `json:"id"`
+		Status string `json:"status"`
+		Final  bool   `json:"final"`
+		Result string `json:"result"`
+		Posted int64  `json:"posted_amount"`
+	}
+	a.HTTP, a.Err = postJSON(ctx, l.client, t.url+path, key, body, 15*time.Second, &m, "Prefer", "wait=5")
+	if a.HTTP != 0 {
 		a.Code, a.Transfer, a.Status, a.Final, a.Result, a.Posted = m.Code, m.ID, m.Status, m.Final, m.Result, m.Posted
 	}
 	a.Millis = time.Since(a.Start).Milliseconds()
@@ -484,24 +468,5 @@ func runPayments(ctx context.Context, d *deployment, rep *Report) error {
 	rep.CommandsGenerated = load.n
 	rep.DroppedTicks = int64(load.dropped)
 
-	var logs []string
-	for _, s := range d.slots {
-		logs = append(logs, s.logs...)
-	}
-	if rep.Ownership, err = scanLogs(logs); err != nil {
-		return err
-	}
-	if rep.Ownership.Halts > 0 {
-		fail(VHalted, "%d partition halts in the instances' logs (grep 'partition halted' %s/inst-*.log)", rep.Ownership.Halts, d.dir)
-	}
-	rep.Check = res
-	rep.ViolationCount = len(res.Violations)
-	rep.Violations = []Violation{}
-	perKind := map[string]int{}
-	for _, v := range res.Violations {
-		if perKind[v.Kind]++; perKind[v.Kind] <= 20 {
-			rep.Violations = append(rep.Violations, v)
-		}
-	}
-	return nil
+	return d.finish(rep, res)
 }

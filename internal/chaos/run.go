@@ -331,20 +331,31 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 	if data.States, err = collectTopic(cctx, d.brokerAddr(), commandTopic+".state", cfg.Partitions, 3*time.Second); err != nil {
 		return err
 	}
+	return d.finish(rep, Check(data))
+}
+
+// finish completes a run's report with the checker's result res: the
+// ownership figures from every incarnation's log, a violation for a fault
+// kind never injected (RequireAllFaults) and for partition halts, at most
+// 20 violations of each kind in the report and all of them in
+// violations.txt.
+func (d *deployment) finish(rep *Report, res CheckResult) error {
+	fail := func(kind, detail string) {
+		res.Violations = append(res.Violations, Violation{Kind: kind, Detail: detail})
+		res.ViolationsByKind[kind]++
+	}
 	var logs []string
 	for _, s := range d.slots {
 		logs = append(logs, s.logs...)
 	}
+	var err error
 	if rep.Ownership, err = scanLogs(logs); err != nil {
 		return err
 	}
-
-	res := Check(data)
-	if cfg.RequireAllFaults {
-		for _, k := range cfg.Faults {
+	if d.cfg.RequireAllFaults {
+		for _, k := range d.cfg.Faults {
 			if rep.Faults[k] == 0 {
-				res.Violations = append(res.Violations, Violation{Kind: VFaultKindNotCovered, Detail: fmt.Sprintf("fault %s was never injected: run longer", k)})
-				res.ViolationsByKind[VFaultKindNotCovered]++
+				fail(VFaultKindNotCovered, fmt.Sprintf("fault %s was never injected: run longer", k))
 			}
 		}
 	}
@@ -353,8 +364,7 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 		// are dead-lettered: a halt is the runtime giving up on a fault it
 		// should have ridden out (the records stay in Kafka, so it also
 		// shows as not drained).
-		res.Violations = append(res.Violations, Violation{Kind: VHalted, Detail: fmt.Sprintf("%d partition halts in the instances' logs (grep 'partition halted' %s/inst-*.log)", rep.Ownership.Halts, dir)})
-		res.ViolationsByKind[VHalted]++
+		fail(VHalted, fmt.Sprintf("%d partition halts in the instances' logs (grep 'partition halted' %s/inst-*.log)", rep.Ownership.Halts, d.dir))
 	}
 	rep.Check = res
 	rep.ViolationCount = len(res.Violations)
@@ -366,7 +376,7 @@ func run(ctx context.Context, cfg *Config, dir string, rep *Report) error {
 		}
 	}
 	if rep.ViolationCount > 0 {
-		f, err := os.Create(filepath.Join(dir, "violations.txt"))
+		f, err := os.Create(filepath.Join(d.dir, "violations.txt"))
 		if err == nil {
 			for _, v := range res.Violations {
 				fmt.Fprintf(f, "%s: %s\n", v.Kind, v.Detail)
