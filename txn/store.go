@@ -219,52 +219,42 @@ func (s *Store) Commit(ctx context.Context, b *Batch) (Committed, error) {
 	// which only delays a Claim of this same partition: exactly what the
 	// protocol wants. The updated row is invisible to others until commit
 	// and vanishes on rollback, so moving next_offset early is harmless.
-	if baseline.AtLeastOnce() {
+	baselineRun := baseline.AtLeastOnce()
+	if baselineRun && (len(b.DeadLetters) > 0 || len(b.Outbox) > 0 || b.InTx != nil || b.Emit != nil || b.NextSeq != 0 || b.Timer) {
 		// The benchmark's at-least-once baseline (internal/baseline): no
-		// fence and no idempotency records. It serves plain command batches
-		// only.
-		if len(b.DeadLetters) > 0 || len(b.Outbox) > 0 || b.InTx != nil || b.Emit != nil || b.NextSeq != 0 || b.Timer {
-			return Committed{}, fmt.Errorf("%w: the at-least-once baseline commits events and snapshots only", ErrInvalidBatch)
-		}
-		if err := eventsource.AppendTxIn(ctx, tx, s.schema, b.Events); err != nil {
-			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
-		}
-		if err := eventsource.PutSnapshotsTxIn(ctx, tx, s.schema, b.Snapshots); err != nil {
-			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
-		}
-		if err := tx.Commit(ctx); err != nil {
-			return Committed{}, fmt.Errorf("txn: commit %s[%d]: commit: %w", key.Topic, key.Partition, err)
-		}
-		return next, nil
+		// fence and no idempotency records, for plain command batches only.
+		return Committed{}, fmt.Errorf("%w: the at-least-once baseline commits events and snapshots only", ErrInvalidBatch)
 	}
-	tag, err := tx.Exec(ctx, s.sql(`
-		UPDATE onceflow.partition_claims
-		SET next_offset = $1, next_seq = $2, next_outbox_seq = $9, committed_at = now()
-		WHERE group_id = $3 AND topic = $4 AND partition = $5
-		  AND epoch = $6 AND next_offset = $7 AND next_seq = $8 AND next_outbox_seq = $10`),
-		next.NextOffset, next.NextSeq, key.Group, key.Topic, key.Partition,
-		b.Claim.Epoch, b.Claim.NextOffset, b.Claim.NextSeq, next.NextOutboxSeq, b.Claim.NextOutboxSeq)
-	if err != nil {
-		return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced update: %w", key.Topic, key.Partition, err)
-	}
-	if tag.RowsAffected() == 0 {
-		// READ COMMITTED: this statement sees the latest committed claim.
-		cur, err := readClaim(ctx, tx, s.schema, key)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced, and reading the claim failed: %w", key.Topic, key.Partition, err)
+	if !baselineRun {
+		tag, err := tx.Exec(ctx, s.sql(`
+			UPDATE onceflow.partition_claims
+			SET next_offset = $1, next_seq = $2, next_outbox_seq = $9, committed_at = now()
+			WHERE group_id = $3 AND topic = $4 AND partition = $5
+			  AND epoch = $6 AND next_offset = $7 AND next_seq = $8 AND next_outbox_seq = $10`),
+			next.NextOffset, next.NextSeq, key.Group, key.Topic, key.Partition,
+			b.Claim.Epoch, b.Claim.NextOffset, b.Claim.NextSeq, next.NextOutboxSeq, b.Claim.NextOutboxSeq)
+		if err != nil {
+			return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced update: %w", key.Topic, key.Partition, err)
 		}
-		cur.PartitionKey = key
-		fe := &FencedError{Key: key, Epoch: b.Claim.Epoch, ExpectedOffset: b.Claim.NextOffset, ExpectedSeq: b.Claim.NextSeq, Current: cur}
-		s.log.LogAttrs(ctx, slog.LevelInfo, "txn: commit fenced", slog.String("error", fe.Error()), slog.Bool("self_fenced", fe.SelfFenced()))
-		return Committed{}, fe
-	}
-	if unsafeOffsetFirst {
-		// Only in builds with the onceflow_unsafe_offset_first tag, which
-		// break the protocol on purpose so the chaos checker can show it
-		// catches the break (see unsafe_on.go). A constant false otherwise:
-		// the compiler drops this branch.
-		if tx, err = unsafeCommitOffsetFirst(ctx, s.pool, tx); err != nil {
-			return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+		if tag.RowsAffected() == 0 {
+			// READ COMMITTED: this statement sees the latest committed claim.
+			cur, err := readClaim(ctx, tx, s.schema, key)
+			if err != nil && !errors.Is(err, ErrNotFound) {
+				return Committed{}, fmt.Errorf("txn: commit %s[%d]: fenced, and reading the claim failed: %w", key.Topic, key.Partition, err)
+			}
+			cur.PartitionKey = key
+			fe := &FencedError{Key: key, Epoch: b.Claim.Epoch, ExpectedOffset: b.Claim.NextOffset, ExpectedSeq: b.Claim.NextSeq, Current: cur}
+			s.log.LogAttrs(ctx, slog.LevelInfo, "txn: commit fenced", slog.String("error", fe.Error()), slog.Bool("self_fenced", fe.SelfFenced()))
+			return Committed{}, fe
+		}
+		if unsafeOffsetFirst {
+			// Only in builds with the onceflow_unsafe_offset_first tag, which
+			// break the protocol on purpose so the chaos checker can show it
+			// catches the break (see unsafe_on.go). A constant false otherwise:
+			// the compiler drops this branch.
+			if tx, err = unsafeCommitOffsetFirst(ctx, s.pool, tx); err != nil {
+				return Committed{}, fmt.Errorf("txn: commit %s[%d]: %w", key.Topic, key.Partition, err)
+			}
 		}
 	}
 
