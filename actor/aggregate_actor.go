@@ -1,12 +1,14 @@
 package actor
 
 import (
+	"sync/atomic"
+
 	pa "github.com/asynkron/protoactor-go/actor"
 )
 
 // aggregateActor holds one aggregate's state. Its parent, the partition
 // actor, is its only sender, and the only one that stops it (passivation:
-// see partitionActor.passivateIdle). The state it holds is speculative while
+// see passivation.go). The state it holds is speculative while
 // a batch is in flight: if the batch does not commit, the parent stops every
 // child and reloads from Postgres, so a child never needs to roll back.
 type aggregateActor struct {
@@ -14,6 +16,10 @@ type aggregateActor struct {
 	state        any
 	version      int64
 	publishState bool // encode the state for the state topic after a change
+	// live counts the aggregates in memory (Stats.LiveAggregates): one
+	// from Started to Stopped, however the child stops (passivated,
+	// evicted, reset, its partition let go or abandoned).
+	live *atomic.Int64
 }
 
 // decideReq asks a child to decide its commands of one batch, in order. The
@@ -35,7 +41,8 @@ type decideResp struct {
 }
 
 func (a *aggregateActor) Receive(ctx pa.Context) {
-	if m, ok := ctx.Message().(*decideReq); ok {
+	switch m := ctx.Message().(type) {
+	case *decideReq:
 		start := a.version
 		for _, it := range m.items {
 			a.decideOne(it)
@@ -50,8 +57,17 @@ func (a *aggregateActor) Receive(ctx pa.Context) {
 			resp.state, _ = a.h.marshalState(a.state)
 		}
 		ctx.Respond(resp)
+	case *pa.Started:
+		if a.live != nil {
+			a.live.Add(1)
+		}
+	case *pa.Stopped:
+		if a.live != nil {
+			a.live.Add(-1)
+		}
 	}
 }
+
 func (a *aggregateActor) decideOne(it *item) {
 	newState, events, rejected, failed := a.h.decide(a.state, it.cmd)
 	switch {

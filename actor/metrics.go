@@ -20,7 +20,7 @@ type Stats struct {
 	Revoked         int64         // partitions revoked or lost
 	Lost            int64         // of which lost (session expired)
 	Loads           int64         // aggregates loaded from Postgres
-	Passivations    int64         // aggregates passivated
+	Passivations    int64         // aggregates passivated after WithPassivateAfter idle
 	ReplyErrors     int64         // replies that failed to be produced
 	CommitTimeSum   time.Duration // total time in Commit
 	OwnedPartitions int           // partitions currently owned
@@ -57,6 +57,16 @@ type Stats struct {
 	// DeadlinesFired counts process-manager deadlines fired (committed);
 	// DeadlineErrors OnDeadline failures (the deadline stays due).
 	DeadlinesFired, DeadlineErrors int64
+	// LiveAggregates is the number of aggregates held in memory now (their
+	// actors running), over the owned partitions: bounded by about
+	// WithMaxAggregates.
+	LiveAggregates int64
+	// Evictions counts aggregates passivated because their partition held
+	// more than its share of WithMaxAggregates (least recently used
+	// first; not counted in Passivations). Each costs a reload if the
+	// aggregate gets another command: Loads growing with Evictions says
+	// the cap is below the working set.
+	Evictions int64
 }
 
 type metrics struct {
@@ -71,6 +81,7 @@ type metrics struct {
 	publishedOutbox                               atomic.Int64
 	applied, gapFilled                            atomic.Int64
 	deadlinesFired, deadlineErrors                atomic.Int64
+	live, evictions                               atomic.Int64
 }
 
 func (m *metrics) observeRebalance(d time.Duration) {
@@ -115,5 +126,6 @@ func (m *metrics) snapshot() Stats {
 		Published: m.published.Load(), PublishErrors: m.publishErrors.Load(), PublishTransactions: m.publishTxns.Load(), PublishedOutbox: m.publishedOutbox.Load(),
 		Applied: m.applied.Load(), GapFilled: m.gapFilled.Load(),
 		DeadlinesFired: m.deadlinesFired.Load(), DeadlineErrors: m.deadlineErrors.Load(),
+		LiveAggregates: m.live.Load(), Evictions: m.evictions.Load(),
 	}
 }

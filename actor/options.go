@@ -106,6 +106,7 @@ type config struct {
 	maxRecords       int
 	maxWait          time.Duration
 	passivate        time.Duration
+	maxAggregates    int
 	onFailure        FailurePolicy
 	revokeTimeout    time.Duration
 	replyTopic       string
@@ -137,6 +138,7 @@ func defaultConfig() config {
 		maxRecords:       1000,
 		maxWait:          10 * time.Millisecond,
 		passivate:        2 * time.Minute,
+		maxAggregates:    DefaultMaxAggregates,
 		revokeTimeout:    10 * time.Second,
 		sendTimeout:      30 * time.Second,
 		resultPoll:       time.Second,
@@ -244,11 +246,36 @@ func WithBatch(maxRecords int, maxWait time.Duration) Option {
 
 // WithPassivateAfter sets how long an aggregate may stay idle in memory
 // before its actor is stopped (default 2m). Its state is reloaded from
-// Postgres on its next command.
+// Postgres on its next command. WithMaxAggregates bounds how many stay in
+// memory whatever their idle time.
 //
 // Runtime only.
 func WithPassivateAfter(d time.Duration) Option {
 	return option(func(c *config) { c.passivate = d })
+}
+
+// DefaultMaxAggregates is the default of WithMaxAggregates: 100,000
+// aggregates in memory per Runtime, about 100 MB with small states
+// (docs/benchmarks.md, "Memory per live aggregate").
+const DefaultMaxAggregates = 100_000
+
+// WithMaxAggregates caps the aggregates a Runtime keeps in memory (default
+// DefaultMaxAggregates; 0 for no cap, when WithPassivateAfter alone bounds
+// them), like Akka's limit on active entities. The cap is split evenly over
+// the partitions the Runtime owns (ceil(n / owned partitions) each, following
+// rebalances): after each batch, a partition holding more than its share
+// passivates its least recently used aggregates down to 90% of it. A
+// passivated aggregate's state is dropped and reloaded from Postgres
+// (snapshot + later events) on its next command, exactly as after
+// WithPassivateAfter. Correctness never depends on the cap; its cost is
+// reloads (Stats.Loads, Stats.Evictions), so set it above the working set of
+// aggregates that get commands within a few minutes. While a batch is
+// decided, a partition also holds that batch's aggregates, so the ceiling is
+// n plus one batch's aggregates per partition.
+//
+// Runtime only.
+func WithMaxAggregates(n int) Option {
+	return option(func(c *config) { c.maxAggregates = n })
 }
 
 // WithFailurePolicy sets what happens to records that cannot be handled.
@@ -439,6 +466,9 @@ func (c *config) validateRuntime() error {
 	}
 	if c.passivate <= 0 {
 		errs = append(errs, fmt.Errorf("WithPassivateAfter: must be > 0, got %v", c.passivate))
+	}
+	if c.maxAggregates < 0 {
+		errs = append(errs, fmt.Errorf("WithMaxAggregates: must be >= 0 (0: no cap), got %d", c.maxAggregates))
 	}
 	if c.revokeTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("WithRevokeTimeout: must be > 0, got %v", c.revokeTimeout))

@@ -139,34 +139,6 @@ func (p *partitionActor) Receive(actx pa.Context) {
 	}
 }
 
-// passivationTick is how often a partition looks for idle aggregates.
-func passivationTick(after time.Duration) time.Duration {
-	return min(max(after/2, time.Millisecond), 10*time.Second)
-}
-
-func (p *partitionActor) armPassivation(actx pa.Context) {
-	self, root := actx.Self(), p.rt.system.Root
-	time.AfterFunc(passivationTick(p.rt.cfg.passivate), func() { root.Send(self, &passivateTick{}) })
-}
-
-// passivateIdle stops the aggregates not used for the passivation timeout.
-// The parent decides and stops its children itself, between batches, and
-// removes them from its map first: no command can be sent to a stopping
-// child, and the next command for that aggregate spawns a fresh child that
-// reloads from Postgres. (A child that stopped itself on protoactor's
-// ReceiveTimeout would lose the messages sent to it meanwhile; protoactor's
-// receive-timeout timer also races with its own setup at short timeouts.)
-func (p *partitionActor) passivateIdle(actx pa.Context) {
-	cutoff := time.Now().Add(-p.rt.cfg.passivate)
-	for id, c := range p.children {
-		if c.lastUsed.Before(cutoff) {
-			delete(p.children, id)
-			actx.Stop(c.pid)
-			p.rt.metrics.passivations.Add(1)
-		}
-	}
-}
-
 func (p *partitionActor) onRecord(actx pa.Context, msg *kafka.Message) {
 	if p.stopped {
 		p.inflight.Add(-1)
@@ -219,6 +191,7 @@ func (p *partitionActor) flush(actx pa.Context) {
 		p.process(actx, recs)
 	}
 	p.inflight.Add(-int64(len(recs)))
+	p.evictOverCap(actx)
 }
 
 // maxConflictRetries bounds how often a batch is decided again after its
@@ -558,7 +531,7 @@ func (p *partitionActor) ensureLoaded(ctx context.Context, actx pa.Context, item
 func (p *partitionActor) spawnChild(actx pa.Context, id string, state any, version int64) {
 	h := p.rt.h
 	props := pa.PropsFromProducer(func() pa.Actor {
-		return &aggregateActor{h: h, state: state, version: version, publishState: p.pub != nil && p.rt.cfg.publishState}
+		return &aggregateActor{h: h, state: state, version: version, publishState: p.pub != nil && p.rt.cfg.publishState, live: &p.rt.metrics.live}
 	}, pa.WithSupervisor(stopOnPanic))
 	pid := actx.Spawn(props)
 	p.children[id] = &childEntry{pid: pid, lastUsed: time.Now()}

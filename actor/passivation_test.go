@@ -3,6 +3,8 @@ package actor_test
 import (
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,4 +140,151 @@ func TestSnapshotThatDoesNotRoundTripIsRefused(t *testing.T) {
 	if o, err := send(t, c, Withdraw{Account: "lossy", Amount: 70}); err != nil || o.FirstVersion != 8 {
 		t.Fatalf("withdrawing the full balance of 70 after a reload: %+v %v", o, err)
 	}
+}
+
+// WithMaxAggregates bounds the aggregates in memory: 200 accounts through a
+// runtime capped at 20 (5 per partition) never have more than the cap plus
+// one batch per partition live, the evicted ones are reloaded with their
+// state and version on their next command, and every command is applied
+// exactly once.
+func TestMaxAggregatesBoundsLiveAggregates(t *testing.T) {
+	const (
+		accounts = 200
+		maxAggs  = 20
+		batch    = 10
+	)
+	e := newEnv(t)
+	a := e.start("a", actor.WithMaxAggregates(maxAggs), actor.WithPassivateAfter(time.Hour), actor.WithBatch(batch, time.Millisecond))
+	owns(t, a, testPartitions)
+	c := e.client()
+
+	var peak atomic.Int64
+	sampling := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			if n := a.rt.Stats().LiveAggregates; n > peak.Load() {
+				peak.Store(n)
+			}
+			select {
+			case <-sampling:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	var mu sync.Mutex
+	var cmds []sent
+	// each sends fn(i) for every account from 16 workers and checks its
+	// outcome.
+	each := func(what string, fn func(i int, acct string) (cmd interface{ AggregateID() string }, id string, delta int64, check func(actor.Outcome, error) error)) {
+		t.Helper()
+		var wg sync.WaitGroup
+		var failed atomic.Value
+		next := atomic.Int64{}
+		for range 16 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := int(next.Add(1) - 1)
+					if i >= accounts {
+						return
+					}
+					acct := fmt.Sprintf("cap-%03d", i)
+					cmd, id, delta, check := fn(i, acct)
+					mu.Lock()
+					cmds = append(cmds, sent{id: id, account: acct, delta: delta})
+					mu.Unlock()
+					o, err := send(t, c, cmd, actor.WithCommandID(id))
+					if err := check(o, err); err != nil {
+						failed.CompareAndSwap(nil, fmt.Errorf("%s, %s: %w", what, acct, err))
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		if err := failed.Load(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	accepted := func(version int64) func(actor.Outcome, error) error {
+		return func(o actor.Outcome, err error) error {
+			if err != nil || o.FirstVersion != version {
+				return fmt.Errorf("%+v %v, want accepted at version %d", o, err, version)
+			}
+			return nil
+		}
+	}
+	each("deposit 10", func(i int, acct string) (interface{ AggregateID() string }, string, int64, func(actor.Outcome, error) error) {
+		return Deposit{Account: acct, Amount: 10}, "d1-" + acct, 10, accepted(1)
+	})
+	each("deposit 5", func(i int, acct string) (interface{ AggregateID() string }, string, int64, func(actor.Outcome, error) error) {
+		return Deposit{Account: acct, Amount: 5}, "d2-" + acct, 5, accepted(2)
+	})
+	loads := a.rt.Stats().Loads
+	// A reloaded state that lost a deposit would reject this withdrawal; one
+	// that counted a deposit twice would accept the next.
+	each("withdraw 15", func(i int, acct string) (interface{ AggregateID() string }, string, int64, func(actor.Outcome, error) error) {
+		return Withdraw{Account: acct, Amount: 15}, "w1-" + acct, -15, accepted(3)
+	})
+	each("withdraw 1 of 0", func(i int, acct string) (interface{ AggregateID() string }, string, int64, func(actor.Outcome, error) error) {
+		return Withdraw{Account: acct, Amount: 1}, "w2-" + acct, -1, func(o actor.Outcome, err error) error {
+			if !errors.Is(err, actor.ErrRejected) {
+				return fmt.Errorf("%+v %v, want rejected", o, err)
+			}
+			return nil
+		}
+	})
+	close(sampling)
+	<-sampled
+	st := a.rt.Stats()
+	t.Logf("%d commands: peak %d live, %d loads, %d evictions, %d passivations", len(cmds), peak.Load(), st.Loads, st.Evictions, st.Passivations)
+	if st.Loads-loads < accounts {
+		t.Errorf("%d loads for %d accounts evicted before their next command", st.Loads-loads, accounts)
+	}
+	if st.Evictions == 0 || st.Passivations != 0 {
+		t.Errorf("%d evictions, %d passivations: want evictions only", st.Evictions, st.Passivations)
+	}
+	// The cap holds between batches; while a batch is decided its
+	// aggregates are live too.
+	if p := peak.Load(); p > maxAggs+testPartitions*batch {
+		t.Errorf("peak %d live aggregates, cap %d + %d partitions * batch %d", p, maxAggs, testPartitions, batch)
+	}
+	eventually(t, 10*time.Second, "live aggregates within the cap", func() error {
+		if n := a.rt.Stats().LiveAggregates; n > maxAggs {
+			return fmt.Errorf("%d live", n)
+		}
+		return nil
+	})
+	checkInvariants(t, e.pool, cmds)
+	// Letting the partitions go drops every aggregate.
+	a.stop(t)
+	if n := a.rt.Stats().LiveAggregates; n != 0 {
+		t.Errorf("%d live aggregates after the runtime stopped", n)
+	}
+}
+
+// A cap far below the working set under a steady random stream: children
+// are evicted and reloaded all the time, between every batch. No command
+// may be lost or applied twice.
+func TestMaxAggregatesUnderLoadLosesNothing(t *testing.T) {
+	e := newEnv(t)
+	a := e.start("a", actor.WithMaxAggregates(4), actor.WithBatch(10, time.Millisecond))
+	owns(t, a, testPartitions)
+	c := e.client(actor.WithResults(txn.NewStore(e.pool), time.Second))
+	var accounts []string
+	for i := range 40 {
+		accounts = append(accounts, fmt.Sprintf("churn-%d", i))
+	}
+	l := startLoad(t, c, accounts, 8)
+	l.waitFor(t, 800)
+	cmds := l.finish()
+	st := a.rt.Stats()
+	t.Logf("%d commands, %d evictions, %d loads, %d live", len(cmds), st.Evictions, st.Loads, st.LiveAggregates)
+	if st.Evictions == 0 {
+		t.Fatal("no eviction happened")
+	}
+	checkInvariants(t, e.pool, cmds)
 }

@@ -9,7 +9,9 @@ import (
 //
 //	prometheus.MustRegister(actor.NewCollector(rt))
 //
-// Metrics (all counters since start, except onceflow_owned_partitions):
+// Metrics (counters since start, except the gauges onceflow_owned_partitions,
+// onceflow_halted_partitions, onceflow_publish_lag and
+// onceflow_live_aggregates):
 //
 //	onceflow_batches_total             committed batch transactions
 //	onceflow_records_total             records committed (any outcome)
@@ -19,6 +21,10 @@ import (
 //	onceflow_halted_partitions_total   partitions halted on an unrecoverable error: alert on it
 //	onceflow_partition_assignments_total, onceflow_partition_revocations_total{lost}
 //	onceflow_aggregate_loads_total, onceflow_aggregate_passivations_total
+//	onceflow_aggregate_evictions_total aggregates passivated because their partition was over its
+//	                                   WithMaxAggregates share: loads growing with it mean the cap is
+//	                                   below the working set
+//	onceflow_live_aggregates           aggregates held in memory now
 //	onceflow_reply_errors_total        replies not delivered (clients fall back to Postgres)
 //	onceflow_commit_seconds_total      time spent in batch commits
 //	onceflow_owned_partitions          partitions this instance owns now
@@ -54,6 +60,8 @@ func NewCollector(rt *Runtime) *Collector {
 		"revoked":      d("partition_revocations_total", "Partitions revoked, by whether they were lost.", "lost"),
 		"loads":        d("aggregate_loads_total", "Aggregates loaded from Postgres."),
 		"passivations": d("aggregate_passivations_total", "Idle aggregates passivated."),
+		"evictions":    d("aggregate_evictions_total", "Aggregates passivated because their partition was over its share of WithMaxAggregates."),
+		"live":         d("live_aggregates", "Aggregates held in memory now."),
 		"replyErrors":  d("reply_errors_total", "Replies that could not be produced."),
 		"commitTime":   d("commit_seconds_total", "Time spent in batch commits."),
 		"owned":        d("owned_partitions", "Partitions this instance owns."),
@@ -95,6 +103,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("revoked", float64(s.Lost), "true")
 	counter("loads", float64(s.Loads))
 	counter("passivations", float64(s.Passivations))
+	counter("evictions", float64(s.Evictions))
 	counter("replyErrors", float64(s.ReplyErrors))
 	counter("commitTime", s.CommitTimeSum.Seconds())
 	counter("misrouted", float64(s.Misrouted))
@@ -104,6 +113,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter("publishErrs", float64(s.PublishErrors))
 	ch <- prometheus.MustNewConstMetric(c.descs["publishLag"], prometheus.GaugeValue, float64(s.PublishLag))
 	ch <- prometheus.MustNewConstMetric(c.descs["owned"], prometheus.GaugeValue, float64(s.OwnedPartitions))
+	ch <- prometheus.MustNewConstMetric(c.descs["live"], prometheus.GaugeValue, float64(s.LiveAggregates))
 	ch <- prometheus.MustNewConstMetric(c.descs["haltedNow"], prometheus.GaugeValue, float64(s.HaltedNow))
 	ch <- prometheus.MustNewConstMetric(c.descs["rebalanceMax"], prometheus.GaugeValue, s.RebalanceMax.Seconds())
 }
