@@ -54,8 +54,9 @@ chaos-payments: ## fault harness on the payments sample: ledger invariants and e
 chaos-bite: ## the checker's self-test: the harness against protocol-breaking builds (offset before state; a skipped publish; a process manager with random command ids) must report violations
 	ONCEFLOW_CHAOS_BITE=1 $(GO) test -count=1 -timeout 25m -run 'TestUnsafeBuildIsCaught|TestSkippedPublishIsCaught|TestRandomCommandIDsAreCaught' -v ./internal/chaos
 
-fuzz: ## short fuzz runs of command decoding and the HTTP API (FUZZTIME=20s each)
+fuzz: ## short fuzz runs of command decoding, batched replies and the HTTP API (FUZZTIME=20s each)
 	$(GO) test -run '^$$' -fuzz FuzzCommandRecord -fuzztime $(FUZZTIME) ./actor
+	$(GO) test -run '^$$' -fuzz FuzzBatchedReply -fuzztime $(FUZZTIME) ./actor
 	$(GO) test -run '^$$' -fuzz FuzzAPI -fuzztime $(FUZZTIME) ./samples/inventory/api
 
 clean: ## remove the demo's embedded state (stop the demo first)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -31,8 +33,15 @@ type Client struct {
 	// places records itself (a Partitioner librdkafka does not have).
 	partitions int32
 
+	// ids: a random prefix per Client, then a counter, for default command
+	// ids and send ids (unique without a crypto/rand read per Send).
+	idPrefix string
+	idSeq    atomic.Uint64
+	// replyTopic is the reply topic's name as a header value.
+	replyTopic []byte
+
 	mu      sync.Mutex
-	waiters map[string][]*waiter // by command id
+	waiters map[string]*waiter // by command id; more than one send of an id chain through next
 
 	closeOnce sync.Once
 	closing   chan struct{}
@@ -68,7 +77,8 @@ func NewClient(ctx context.Context, reg *eventsource.Registry, opts ...ClientOpt
 			return nil, err
 		}
 	}
-	c := &Client{cfg: cfg, reg: reg, waiters: map[string][]*waiter{}, closing: make(chan struct{})}
+	c := &Client{cfg: cfg, reg: reg, waiters: map[string]*waiter{}, closing: make(chan struct{}),
+		idPrefix: randomID()[:24], replyTopic: []byte(cfg.replyTopic)}
 	var err error
 	if c.producer, err = kafka.NewProducer(producerConfig(&cfg)); err != nil {
 		return nil, fmt.Errorf("onceflow: kafka producer: %w", err)
@@ -160,46 +170,99 @@ func (c *Client) pollReplies() {
 		if !ok {
 			continue
 		}
+		if f, _ := header(m, HeaderReplyFormat); f == replyFormatBatch {
+			reps, err := decodeReplies(m.Value)
+			if err != nil {
+				c.cfg.log.Warn("ignoring malformed batched reply", "topic", c.cfg.replyTopic, "offset", m.TopicPartition.Offset, "err", err)
+				continue
+			}
+			c.mu.Lock()
+			for i := range reps {
+				c.deliver(&reps[i])
+			}
+			c.mu.Unlock()
+			continue
+		}
 		r, err := decodeReply(m.Value)
 		if err != nil {
 			c.cfg.log.Warn("ignoring malformed reply", "topic", c.cfg.replyTopic, "offset", m.TopicPartition.Offset, "err", err)
 			continue
 		}
 		c.mu.Lock()
-		for _, w := range c.waiters[r.CommandID] {
-			// A reply tagged with a send id answers that send only: a
-			// resend must learn that it was a duplicate, not receive the
-			// first send's late reply.
-			if r.SendID != "" && r.SendID != w.sendID {
-				continue
-			}
-			select {
-			case w.ch <- r.Outcome:
-			default:
+		c.deliver(&r)
+		c.mu.Unlock()
+	}
+}
+
+// deliver hands a reply to the sends waiting for it. c.mu is held.
+func (c *Client) deliver(r *reply) {
+	for w := c.waiters[r.CommandID]; w != nil; w = w.next {
+		// A reply tagged with a send id answers that send only: a resend
+		// must learn that it was a duplicate, not receive the first
+		// send's late reply.
+		if r.SendID != "" && r.SendID != w.sendID {
+			continue
+		}
+		select {
+		case w.ch <- sendResult{outcome: r.Outcome}:
+		default:
+		}
+	}
+}
+
+// drainDeliveries reads the producer's delivery reports. A failed one is
+// handed to its Send (the record's opaque value is the Send's waiter) when
+// that Send still waits.
+func (c *Client) drainDeliveries() {
+	defer c.wg.Done()
+	for ev := range c.producer.Events() {
+		m, ok := ev.(*kafka.Message)
+		if !ok || m.TopicPartition.Error == nil {
+			continue
+		}
+		w, ok := m.Opaque.(*waiter)
+		if !ok {
+			continue
+		}
+		err := fmt.Errorf("onceflow: command %s was not delivered to %q (resend with the same command id): %w", w.commandID, c.cfg.topic, m.TopicPartition.Error)
+		c.mu.Lock()
+		for x := c.waiters[w.commandID]; x != nil; x = x.next {
+			if x == w {
+				select {
+				case w.ch <- sendResult{err: err}:
+				default:
+				}
 			}
 		}
 		c.mu.Unlock()
 	}
 }
 
-func (c *Client) drainDeliveries() {
-	defer c.wg.Done()
-	for range c.producer.Events() {
-		// Delivery reports go to each Send's own channel; this drains
-		// anything else (errors are logged by librdkafka).
-	}
+// sendResult is what a waiting Send receives: its outcome, or the failure
+// to deliver its record.
+type sendResult struct {
+	outcome Outcome
+	err     error
 }
 
-// waiter is one Send waiting for its reply.
+// waiter is one Send waiting for its reply. It is never reused: a late
+// delivery report finds it by identity.
 type waiter struct {
-	sendID string
-	ch     chan Outcome
+	commandID, sendID string // immutable
+	ch                chan sendResult
+	next              *waiter // another send of the same command id (guarded by Client.mu)
+}
+
+// nextID returns a new id: the Client's random prefix and a counter.
+func (c *Client) nextID() string {
+	return c.idPrefix + strconv.FormatUint(c.idSeq.Add(1), 36)
 }
 
 func (c *Client) register(id string) *waiter {
-	w := &waiter{sendID: randomID(), ch: make(chan Outcome, 1)}
+	w := &waiter{commandID: id, sendID: c.nextID(), ch: make(chan sendResult, 1)}
 	c.mu.Lock()
-	c.waiters[id] = append(c.waiters[id], w)
+	w.next = c.waiters[id]
+	c.waiters[id] = w
 	c.mu.Unlock()
 	return w
 }
@@ -207,17 +270,18 @@ func (c *Client) register(id string) *waiter {
 func (c *Client) unregister(id string, w *waiter) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ws := c.waiters[id]
-	for i, x := range ws {
-		if x == w {
-			ws = append(ws[:i], ws[i+1:]...)
-			break
-		}
-	}
-	if len(ws) == 0 {
+	switch head := c.waiters[id]; {
+	case head == w && w.next == nil:
 		delete(c.waiters, id)
-	} else {
-		c.waiters[id] = ws
+	case head == w:
+		c.waiters[id] = w.next
+	default:
+		for x := head; x != nil; x = x.next {
+			if x.next == w {
+				x.next = w.next
+				break
+			}
+		}
 	}
 }
 
@@ -244,7 +308,7 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 		o(&so)
 	}
 	if so.commandID == "" {
-		so.commandID = randomID()
+		so.commandID = c.nextID()
 	}
 	id := so.commandID
 	if len(id) > maxCommandIDLen {
@@ -261,33 +325,44 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 	if err != nil {
 		return Outcome{CommandID: id}, fmt.Errorf("onceflow: Send: %w", err)
 	}
+	// Without a deadline the send timeout applies: a timer, not a derived
+	// context (one allocation fewer on every Send).
+	var expired <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.sendTimeout)
-		defer cancel()
+		t := time.NewTimer(c.cfg.sendTimeout)
+		defer t.Stop()
+		expired = t.C
 	}
 	w := c.register(id)
 	defer c.unregister(id, w)
 
 	topic := c.cfg.topic
+	key := []byte(aggID)
 	part := kafka.PartitionAny
 	if c.partitions > 0 {
-		part = c.cfg.partitioner.Partition([]byte(aggID), c.partitions)
+		part = c.cfg.partitioner.Partition(key, c.partitions)
 	}
+	// One allocation for the header values that differ per Send.
+	hv := make([]byte, 0, len(id)+len(name)+len(w.sendID))
+	hv = append(append(append(hv, id...), name...), w.sendID...)
 	msg := &kafka.Message{
 		TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: part},
-		Key:            []byte(aggID),
+		Key:            key,
 		Value:          data,
+		Opaque:         w,
 		Headers: []kafka.Header{
-			{Key: HeaderCommandID, Value: []byte(id)},
-			{Key: HeaderCommandType, Value: []byte(name)},
-			{Key: HeaderReplyTopic, Value: []byte(c.cfg.replyTopic)},
-			{Key: HeaderSendID, Value: []byte(w.sendID)},
+			{Key: HeaderCommandID, Value: hv[:len(id):len(id)]},
+			{Key: HeaderCommandType, Value: hv[len(id) : len(id)+len(name) : len(id)+len(name)]},
+			{Key: HeaderReplyTopic, Value: c.replyTopic},
+			{Key: HeaderSendID, Value: hv[len(id)+len(name):]},
+			{Key: HeaderReplyFormat, Value: replyFormatBatchBytes},
 		},
 	}
-	delivery := make(chan kafka.Event, 1)
+	// No delivery channel: a failed delivery reaches this Send through
+	// drainDeliveries (the opaque value); a success is implied by the
+	// outcome.
 	for {
-		err = c.producer.Produce(msg, delivery)
+		err = c.producer.Produce(msg, nil)
 		var ke kafka.Error
 		if err == nil || !errors.As(err, &ke) || ke.Code() != kafka.ErrQueueFull {
 			break
@@ -296,24 +371,23 @@ func (c *Client) Send(ctx context.Context, cmd eventsource.Command, opts ...Send
 		case <-time.After(5 * time.Millisecond):
 		case <-ctx.Done():
 			return Outcome{CommandID: id}, fmt.Errorf("onceflow: Send: producer queue full: %w", ctx.Err())
+		case <-expired:
+			return Outcome{CommandID: id}, fmt.Errorf("onceflow: Send: producer queue full: %w", context.DeadlineExceeded)
 		}
 	}
 	if err != nil {
 		return Outcome{CommandID: id}, fmt.Errorf("onceflow: produce command %s: %w", id, err)
 	}
-	select {
-	case ev := <-delivery:
-		if m, ok := ev.(*kafka.Message); ok && m.TopicPartition.Error != nil {
-			return Outcome{CommandID: id}, fmt.Errorf("onceflow: command %s was not delivered to %q (resend with the same command id): %w", id, topic, m.TopicPartition.Error)
-		}
-	case <-ctx.Done():
-		return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
-	}
-	return c.await(ctx, id, name, data, w.ch)
+	return c.await(ctx, expired, id, name, data, w.ch)
 }
 
+// replyFormatBatchBytes is the onceflow-reply-format header value a Client
+// sends: it reads batched replies.
+var replyFormatBatchBytes = []byte(replyFormatBatch)
+
 // await waits for the outcome of command id (type name, encoded data).
-func (c *Client) await(ctx context.Context, id, name string, data []byte, ch chan Outcome) (Outcome, error) {
+// expired, when not nil, is the send timeout.
+func (c *Client) await(ctx context.Context, expired <-chan time.Time, id, name string, data []byte, ch chan sendResult) (Outcome, error) {
 	var poll <-chan time.Time
 	if c.cfg.results != nil {
 		t := time.NewTicker(c.cfg.resultPoll)
@@ -322,8 +396,11 @@ func (c *Client) await(ctx context.Context, id, name string, data []byte, ch cha
 	}
 	for {
 		select {
-		case o := <-ch:
-			return o, outcomeErr(o)
+		case r := <-ch:
+			if r.err != nil {
+				return Outcome{CommandID: id}, r.err
+			}
+			return r.outcome, outcomeErr(r.outcome)
 		case <-poll:
 			r, err := c.cfg.results.TopicResult(ctx, c.cfg.topic, id)
 			if err == nil {
@@ -339,6 +416,8 @@ func (c *Client) await(ctx context.Context, id, name string, data []byte, ch cha
 			}
 		case <-ctx.Done():
 			return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ctx.Err()}
+		case <-expired:
+			return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: context.DeadlineExceeded}
 		case <-c.closing:
 			return Outcome{CommandID: id}, &OutcomeUnknownError{CommandID: id, Err: ErrClosed}
 		}

@@ -96,6 +96,10 @@ type partitionActor struct {
 	children map[string]*childEntry
 	stopped  bool
 	gapSeen  bool
+	// Batched replies of the batch being answered, by reply topic, and
+	// the buffer they are encoded in (both reused from batch to batch).
+	replies  map[string][]reply
+	replyBuf []byte
 
 	lastRecord  time.Time // consumers: when the last record arrived
 	nextCatchUp time.Time // consumers: next idle catch-up check
@@ -648,7 +652,33 @@ func (p *partitionActor) reply(items []*item) {
 		if !it.hasID || it.env.replyTopic == "" {
 			continue
 		}
-		p.rt.sendReply(it.env.replyTopic, reply{Outcome: p.outcome(it), SendID: it.env.sendID})
+		p.addReply(it, reply{Outcome: p.outcome(it), SendID: it.env.sendID})
+	}
+	p.sendReplies()
+}
+
+// addReply queues the reply to it: a batched reply when its sender reads
+// those, else a JSON reply of its own, sent at once.
+func (p *partitionActor) addReply(it *item, r reply) {
+	if !it.env.batchReply {
+		p.rt.sendReply(it.env.replyTopic, r)
+		return
+	}
+	if p.replies == nil {
+		p.replies = map[string][]reply{}
+	}
+	p.replies[it.env.replyTopic] = append(p.replies[it.env.replyTopic], r)
+}
+
+// sendReplies sends the queued batched replies: one record per reply topic
+// (a few for a very large batch).
+func (p *partitionActor) sendReplies() {
+	for topic, reps := range p.replies {
+		if len(reps) > 0 {
+			p.replyBuf = p.rt.sendReplies(topic, reps, p.replyBuf)
+			clear(reps)
+			p.replies[topic] = reps[:0]
+		}
 	}
 }
 
@@ -673,9 +703,10 @@ func (p *partitionActor) replyStored(items []*item, next int64) {
 	}
 	for _, it := range items {
 		if r, ok := found[it.env.commandID]; ok && it.offset < next && it.env.replyTopic != "" {
-			p.rt.sendReply(it.env.replyTopic, reply{Outcome: outcomeFromResult(r, it.status == statusBatchDuplicate || r.Offset != it.offset), SendID: it.env.sendID})
+			p.addReply(it, reply{Outcome: outcomeFromResult(r, it.status == statusBatchDuplicate || r.Offset != it.offset), SendID: it.env.sendID})
 		}
 	}
+	p.sendReplies()
 }
 
 func (p *partitionActor) resetChildren(actx pa.Context) {

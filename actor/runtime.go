@@ -2,6 +2,7 @@ package actor
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -692,16 +693,41 @@ func (r *Runtime) mirrorOffset(key txn.PartitionKey, next int64) {
 	_, _ = r.consumer.StoreOffsets([]kafka.TopicPartition{{Topic: &r.cfg.topic, Partition: key.Partition, Offset: kafka.Offset(next)}})
 }
 
+// sendReply sends one JSON reply (to a command whose sender does not read
+// batched replies).
 func (r *Runtime) sendReply(topic string, rep reply) {
-	o := rep.Outcome
 	val, err := encodeReply(rep)
 	if err != nil {
 		r.metrics.replyErrors.Add(1)
 		return
 	}
-	msg := &kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Key: []byte(o.CommandID), Value: val}
+	r.produceReply(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Key: []byte(rep.CommandID), Value: val}, 1)
+}
+
+// batchReplyHeaders marks a batched reply record.
+var batchReplyHeaders = []kafka.Header{{Key: HeaderReplyFormat, Value: []byte(replyFormatBatch)}}
+
+// sendReplies sends replies to topic as batched reply records, encoded in
+// buf's storage (the producer copies each record), and returns the buffer
+// for reuse.
+func (r *Runtime) sendReplies(topic string, reps []reply, buf []byte) []byte {
+	return encodeReplies(buf, reps, maxReplyRecordBytes, func(val []byte) {
+		r.produceReply(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Value: val, Headers: batchReplyHeaders}, countReplies(val))
+	})
+}
+
+// countReplies reads the reply count of a batched reply record.
+func countReplies(rec []byte) int {
+	n, _ := binary.Uvarint(rec[1:])
+	return int(n)
+}
+
+// produceReply produces a reply record holding n replies. Replies are best
+// effort: a client that misses one reads command_results (WithResults) or
+// resends with the same command id.
+func (r *Runtime) produceReply(msg *kafka.Message, n int) {
 	for attempt := 0; ; attempt++ {
-		err = r.producer.Produce(msg, nil)
+		err := r.producer.Produce(msg, nil)
 		if err == nil {
 			return
 		}
@@ -710,8 +736,8 @@ func (r *Runtime) sendReply(topic string, rep reply) {
 			time.Sleep(10 * time.Millisecond) // the producer's queue drains in the background
 			continue
 		}
-		r.metrics.replyErrors.Add(1)
-		r.cfg.log.Warn("reply not sent (the client can read the outcome from Postgres)", "command_id", o.CommandID, "err", err)
+		r.metrics.replyErrors.Add(int64(n))
+		r.cfg.log.Warn("replies not sent (clients can read the outcomes from Postgres or resend)", "topic", *msg.TopicPartition.Topic, "replies", n, "err", err)
 		return
 	}
 }

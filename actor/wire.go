@@ -3,6 +3,7 @@ package actor
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"unicode/utf8"
@@ -21,15 +22,31 @@ import (
 //	        onceflow-reply-topic  where to send the outcome, optional
 //	        onceflow-send-id      echoed in the reply, optional: lets a
 //	                              client match a reply to one send attempt
+//	        onceflow-reply-format "batch" when the sender reads batched
+//	                              replies, optional
 //
-// Wire format of an outcome record on a reply topic: key = command id,
-// value = the JSON of Outcome plus "send_id" when the command had one.
+// Wire format of an outcome record on a reply topic, for a command without
+// onceflow-reply-format: key = command id, value = the JSON of Outcome plus
+// "send_id" when the command had one. For commands with
+// onceflow-reply-format "batch", the runtime sends one record per reply
+// topic per committed batch (split at maxReplyRecordBytes): no key, header
+// onceflow-reply-format "batch", value the binary encoding of
+// encodeReplies. Clients decode both (Client sends "batch"); a client of an
+// older version never asks for batches, so it keeps getting JSON.
 const (
 	HeaderCommandID   = "onceflow-command-id"
 	HeaderCommandType = "onceflow-command-type"
 	HeaderReplyTopic  = "onceflow-reply-topic"
 	HeaderSendID      = "onceflow-send-id"
+	HeaderReplyFormat = "onceflow-reply-format"
 )
+
+// replyFormatBatch is the onceflow-reply-format value of batched replies.
+const replyFormatBatch = "batch"
+
+// maxReplyRecordBytes bounds one batched reply record, well inside Kafka's
+// default 1 MB message limit.
+const maxReplyRecordBytes = 256 << 10
 
 // maxCommandIDLen bounds command ids (they are primary keys).
 const maxCommandIDLen = 200
@@ -79,6 +96,179 @@ func decodeReply(b []byte) (reply, error) {
 	return r, nil
 }
 
+// replyBatchVersion is the first byte of a batched reply record.
+const replyBatchVersion = 1
+
+// Flags of one reply in a batched reply record.
+const (
+	replyFlagDuplicate       = 1 << 0
+	replyFlagPayloadMismatch = 1 << 1
+)
+
+// appendReply appends one reply of a batched reply record to buf:
+//
+//	string command_id, send_id, status, aggregate_id
+//	varint partition, offset, first_version, last_version, first_seq, last_seq
+//	string reason
+//	byte   flags (1 duplicate, 2 payload mismatch)
+//
+// where a string is its uvarint length and its bytes. The record is the
+// version byte (1), the uvarint count of replies, and the replies.
+func appendReply(buf []byte, r *reply) []byte {
+	buf = appendString(buf, r.CommandID)
+	buf = appendString(buf, r.SendID)
+	buf = appendString(buf, string(r.Status))
+	buf = appendString(buf, r.AggregateID)
+	buf = binary.AppendVarint(buf, int64(r.Partition))
+	buf = binary.AppendVarint(buf, r.Offset)
+	buf = binary.AppendVarint(buf, r.FirstVersion)
+	buf = binary.AppendVarint(buf, r.LastVersion)
+	buf = binary.AppendVarint(buf, r.FirstSeq)
+	buf = binary.AppendVarint(buf, r.LastSeq)
+	buf = appendString(buf, r.Reason)
+	var flags byte
+	if r.Duplicate {
+		flags |= replyFlagDuplicate
+	}
+	if r.PayloadMismatch {
+		flags |= replyFlagPayloadMismatch
+	}
+	return append(buf, flags)
+}
+
+func appendString(buf []byte, s string) []byte {
+	buf = binary.AppendUvarint(buf, uint64(len(s)))
+	return append(buf, s...)
+}
+
+// encodeReplies encodes replies as batched reply records, each at most
+// about maxBytes (one reply larger than that gets a record of its own),
+// appending into buf's storage. It calls emit with each record's bytes,
+// which are only valid during the call.
+func encodeReplies(buf []byte, reps []reply, maxBytes int, emit func([]byte)) []byte {
+	for len(reps) > 0 {
+		// Encode the body after a header of maximal size, then move the
+		// header (version, count) right in front of it.
+		const hdr = 1 + binary.MaxVarintLen64
+		buf = append(buf[:0], make([]byte, hdr)...)
+		n := 0
+		for n < len(reps) && (n == 0 || len(buf) < maxBytes) {
+			buf = appendReply(buf, &reps[n])
+			n++
+		}
+		var h [hdr]byte
+		h[0] = replyBatchVersion
+		hl := 1 + binary.PutUvarint(h[1:], uint64(n))
+		start := hdr - hl
+		copy(buf[start:], h[:hl])
+		emit(buf[start:])
+		reps = reps[n:]
+	}
+	return buf
+}
+
+// replyDecoder reads a batched reply record without reflection.
+type replyDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *replyDecoder) fail(what string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("batched reply: truncated or malformed %s", what)
+	}
+}
+
+func (d *replyDecoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *replyDecoder) varint(what string) int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail(what)
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *replyDecoder) str(what string) string {
+	n := d.uvarint(what)
+	if d.err != nil {
+		return ""
+	}
+	if n > uint64(len(d.b)) {
+		d.fail(what)
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+// decodeReplies decodes a batched reply record (encodeReplies). It never
+// panics on bad input; a malformed record is an error naming the field.
+func decodeReplies(b []byte) ([]reply, error) {
+	if len(b) == 0 || b[0] != replyBatchVersion {
+		return nil, fmt.Errorf("batched reply: unknown version (first byte of %d)", len(b))
+	}
+	d := replyDecoder{b: b[1:]}
+	count := d.uvarint("count")
+	if d.err != nil {
+		return nil, d.err
+	}
+	// Each reply takes at least 12 bytes: a count beyond that is corrupt
+	// (and must not size an allocation).
+	if count > uint64(len(d.b)/12) {
+		return nil, fmt.Errorf("batched reply: count %d does not fit in %d bytes", count, len(d.b))
+	}
+	out := make([]reply, 0, count)
+	for range count {
+		var r reply
+		r.CommandID = d.str("command_id")
+		r.SendID = d.str("send_id")
+		r.Status = txn.Outcome(d.str("status"))
+		r.AggregateID = d.str("aggregate_id")
+		r.Partition = int32(d.varint("partition"))
+		r.Offset = d.varint("offset")
+		r.FirstVersion = d.varint("first_version")
+		r.LastVersion = d.varint("last_version")
+		r.FirstSeq = d.varint("first_seq")
+		r.LastSeq = d.varint("last_seq")
+		r.Reason = d.str("reason")
+		if d.err == nil && len(d.b) == 0 {
+			d.fail("flags")
+		}
+		if d.err != nil {
+			return nil, d.err
+		}
+		r.Duplicate = d.b[0]&replyFlagDuplicate != 0
+		r.PayloadMismatch = d.b[0]&replyFlagPayloadMismatch != 0
+		d.b = d.b[1:]
+		if r.CommandID == "" {
+			return nil, fmt.Errorf("batched reply: reply %d without command_id", len(out))
+		}
+		out = append(out, r)
+	}
+	if len(d.b) != 0 {
+		return nil, fmt.Errorf("batched reply: %d bytes after the last of %d replies", len(d.b), count)
+	}
+	return out, nil
+}
+
 // header returns the last value of header k.
 func header(m *kafka.Message, k string) (string, bool) {
 	for i := len(m.Headers) - 1; i >= 0; i-- {
@@ -108,6 +298,7 @@ type envelope struct {
 	replyTopic string
 	sendID     string
 	key        string
+	batchReply bool // the sender reads batched replies
 }
 
 // parseEnvelope checks a record's key and headers. The returned error is the
@@ -130,6 +321,8 @@ func parseEnvelope(m *kafka.Message) (envelope, error) {
 	}
 	e.replyTopic, _ = header(m, HeaderReplyTopic)
 	e.sendID, _ = header(m, HeaderSendID)
+	format, _ := header(m, HeaderReplyFormat)
+	e.batchReply = format == replyFormatBatch
 	if len(m.Key) == 0 {
 		return e, fmt.Errorf("empty record key: the key must be the aggregate id")
 	}
