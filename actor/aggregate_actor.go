@@ -1,6 +1,7 @@
 package actor
 
 import (
+	"fmt"
 	"sync/atomic"
 
 	pa "github.com/asynkron/protoactor-go/actor"
@@ -23,15 +24,45 @@ type aggregateActor struct {
 }
 
 // decideReq asks a child to decide its commands of one batch, in order. The
-// child fills in the items' results; the parent reads them after the
-// response arrives (the future gives the happens-before edge).
+// child fills in the items' results and resp, then finishes its part of
+// the round; the parent reads them once the round is done (the round's
+// counter and channel give the happens-before edge). A round costs the
+// parent one channel per batch rather than a protoactor future (a process
+// registered and removed) per aggregate.
 type decideReq struct {
 	items []*item
+	resp  decideResp
+	round *decideRound
+}
+
+// decideRound is one batch's decide requests: done is closed when every
+// child has answered.
+type decideRound struct {
+	remaining atomic.Int32
+	done      chan struct{}
+}
+
+func newDecideRound(n int) *decideRound {
+	r := &decideRound{done: make(chan struct{})}
+	r.remaining.Store(int32(n))
+	if n == 0 {
+		close(r.done)
+	}
+	return r
+}
+
+func (r *decideRound) finish() {
+	if r.remaining.Add(-1) == 0 {
+		close(r.done)
+	}
 }
 
 // decideResp answers a decideReq. snapshot is the encoded state when the
 // batch crossed a snapshot boundary.
 type decideResp struct {
+	// err: the child failed (a bug in onceflow: Decide's own panics are
+	// dead letters); the partition halts.
+	err      error
 	version  int64
 	snapshot []byte
 	snapErr  error
@@ -43,20 +74,7 @@ type decideResp struct {
 func (a *aggregateActor) Receive(ctx pa.Context) {
 	switch m := ctx.Message().(type) {
 	case *decideReq:
-		start := a.version
-		for _, it := range m.items {
-			a.decideOne(it)
-		}
-		resp := &decideResp{version: a.version}
-		if every := a.h.snapshotEvery(); every > 0 && a.version/every != start/every {
-			resp.snapshot, resp.snapErr = a.h.encodeState(a.state)
-		}
-		if a.publishState && a.version != start {
-			// An encoding failure only costs the state record (logged by
-			// the publisher's catch-up path when it meets it there).
-			resp.state, _ = a.h.marshalState(a.state)
-		}
-		ctx.Respond(resp)
+		a.decideBatch(m)
 	case *pa.Started:
 		if a.live != nil {
 			a.live.Add(1)
@@ -65,6 +83,31 @@ func (a *aggregateActor) Receive(ctx pa.Context) {
 		if a.live != nil {
 			a.live.Add(-1)
 		}
+	}
+}
+
+// decideBatch decides a request's commands and answers in m.resp, even
+// when it panics.
+func (a *aggregateActor) decideBatch(m *decideReq) {
+	defer m.round.finish()
+	defer func() {
+		if r := recover(); r != nil {
+			m.resp.err = fmt.Errorf("aggregate actor panicked: %v", r)
+		}
+	}()
+	start := a.version
+	for _, it := range m.items {
+		a.decideOne(it)
+	}
+	resp := &m.resp
+	resp.version = a.version
+	if every := a.h.snapshotEvery(); every > 0 && a.version/every != start/every {
+		resp.snapshot, resp.snapErr = a.h.encodeState(a.state)
+	}
+	if a.publishState && a.version != start {
+		// An encoding failure only costs the state record (logged by the
+		// publisher's catch-up path when it meets it there).
+		resp.state, _ = a.h.marshalState(a.state)
 	}
 }
 

@@ -560,21 +560,31 @@ func (p *partitionActor) decideAll(actx pa.Context, items []*item) ([]eventsourc
 		}
 		byAgg[it.aggID] = append(byAgg[it.aggID], it)
 	}
-	futures := make([]*pa.Future, len(order))
+	reqs := make([]decideReq, len(order))
+	round := newDecideRound(len(order))
 	now := time.Now()
 	for i, id := range order {
 		c := p.children[id]
 		c.lastUsed = now
-		futures[i] = actx.RequestFuture(c.pid, &decideReq{items: byAgg[id]}, decideTimeout)
+		reqs[i] = decideReq{items: byAgg[id], round: round}
+		actx.Send(c.pid, &reqs[i])
+	}
+	timeout := time.NewTimer(decideTimeout)
+	defer timeout.Stop()
+	select {
+	case <-round.done:
+	case <-timeout.C:
+		// The batch is abandoned (the partition halts); a child that has
+		// not answered may still write its items, which are never read.
+		return nil, nil, fmt.Errorf("%d of %d aggregates of the batch did not answer within %v", round.remaining.Load(), len(order), decideTimeout)
 	}
 	var snaps []eventsource.Snapshot
 	var states map[string]stateRec
-	for i, f := range futures {
-		res, err := f.Result()
-		if err != nil {
-			return nil, nil, fmt.Errorf("aggregate %q did not answer within %v: %w", order[i], decideTimeout, err)
+	for i := range reqs {
+		r := &reqs[i].resp
+		if r.err != nil {
+			return nil, nil, fmt.Errorf("aggregate %q: %w", order[i], r.err)
 		}
-		r := res.(*decideResp)
 		if r.state != nil {
 			if states == nil {
 				states = make(map[string]stateRec, len(order))

@@ -95,6 +95,14 @@ func decodeBatch(recs []*kafka.Message, decode func(typeName string, data []byte
 func assembleBatch(claim txn.Claim, aggType string, items []*item, snaps []eventsource.Snapshot) *txn.Batch {
 	key := claim.PartitionKey
 	b := &txn.Batch{Claim: claim, Snapshots: snaps, NextOffset: items[len(items)-1].offset + 1}
+	events := 0
+	for _, it := range items {
+		if it.status == statusAccepted {
+			events += len(it.events)
+		}
+	}
+	b.Events = make([]eventsource.StoredEvent, 0, events)
+	b.Results = make([]txn.CommandResult, 0, len(items))
 	seq := claim.NextSeq
 	for _, it := range items {
 		res := txn.CommandResult{CommandID: it.env.commandID, PartitionKey: key, Offset: it.offset, AggregateType: aggType, AggregateID: it.aggID, RequestHash: it.hash}
