@@ -18,9 +18,27 @@ type aggregateActor struct {
 	version      int64
 	publishState bool // encode the state for the state topic after a change
 	// live counts the aggregates in memory (Stats.LiveAggregates): one
-	// from Started to Stopped, however the child stops (passivated,
-	// evicted, reset, its partition let go or abandoned).
+	// from the init message to Stopped, however the child stops
+	// (passivated, evicted, reset, its partition let go or abandoned).
+	// nil until the init message.
 	live *atomic.Int64
+}
+
+// aggregateProps spawns every aggregate child: one Props for all of them (a
+// Props per child cost ~300 bytes per live aggregate), a lock-free unbounded
+// mailbox (protoactor's default ring starts at 10 slots, ~200 bytes; a child
+// never holds more than its init and one decideReq), and no restart. The
+// child gets its state in its first message (spawnAggregate).
+var aggregateProps = pa.PropsFromProducer(func() pa.Actor { return &aggregateActor{} },
+	pa.WithSupervisor(stopOnPanic), pa.WithMailbox(pa.UnboundedLockfree()))
+
+// spawnAggregate starts a child holding state at version. Its init message
+// is the first in its mailbox, so it is handled before any decideReq the
+// parent sends next.
+func (p *partitionActor) spawnAggregate(actx pa.Context, state any, version int64) *pa.PID {
+	pid := actx.Spawn(aggregateProps)
+	actx.Send(pid, &aggregateActor{h: p.rt.h, state: state, version: version, publishState: p.pub != nil && p.rt.cfg.publishState, live: &p.rt.metrics.live})
+	return pid
 }
 
 // decideReq asks a child to decide its commands of one batch, in order. The
@@ -75,10 +93,10 @@ func (a *aggregateActor) Receive(ctx pa.Context) {
 	switch m := ctx.Message().(type) {
 	case *decideReq:
 		a.decideBatch(m)
-	case *pa.Started:
-		if a.live != nil {
-			a.live.Add(1)
-		}
+	case *aggregateActor:
+		// The init message (spawnAggregate).
+		*a = *m
+		a.live.Add(1)
 	case *pa.Stopped:
 		if a.live != nil {
 			a.live.Add(-1)

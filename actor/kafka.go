@@ -57,6 +57,7 @@ var consumerOnly = []string{
 
 func producerConfig(c *config) *kafka.ConfigMap {
 	m := baseConfig(c)
+	producerChannels(m)
 	for _, k := range consumerOnly {
 		delete(m, k)
 	}

@@ -255,8 +255,11 @@ func WithPassivateAfter(d time.Duration) Option {
 }
 
 // DefaultMaxAggregates is the default of WithMaxAggregates: 100,000
-// aggregates in memory per Runtime, about 100 MB with small states
-// (docs/benchmarks.md, "Memory per live aggregate").
+// aggregates in memory per Runtime. With a small state (the inventory
+// sample's) an aggregate holds about 1 KB of live heap, and a Runtime
+// touching a million aggregates peaked at about 400 MB RSS at this cap
+// (docs/benchmarks.md, "Memory per live aggregate"); GOMEMLIMIT bounds the
+// garbage collector's headroom on top of the live heap.
 const DefaultMaxAggregates = 100_000
 
 // WithMaxAggregates caps the aggregates a Runtime keeps in memory (default

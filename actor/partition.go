@@ -533,12 +533,7 @@ func (p *partitionActor) ensureLoaded(ctx context.Context, actx pa.Context, item
 }
 
 func (p *partitionActor) spawnChild(actx pa.Context, id string, state any, version int64) {
-	h := p.rt.h
-	props := pa.PropsFromProducer(func() pa.Actor {
-		return &aggregateActor{h: h, state: state, version: version, publishState: p.pub != nil && p.rt.cfg.publishState, live: &p.rt.metrics.live}
-	}, pa.WithSupervisor(stopOnPanic))
-	pid := actx.Spawn(props)
-	p.children[id] = &childEntry{pid: pid, lastUsed: time.Now()}
+	p.children[id] = &childEntry{pid: p.spawnAggregate(actx, state, version), lastUsed: time.Now()}
 }
 
 // stopOnPanic never restarts a child: a restarted child would have lost its

@@ -438,6 +438,7 @@ func (p *publisher) newProducer(ctx context.Context) (*txnProducer, error) {
 		m["transactional.id"] = fmt.Sprintf("onceflow.publish.%s.%s.%d", p.key.Group, p.key.Topic, p.key.Partition)
 	}
 	m["go.delivery.reports"] = false
+	producerChannels(m)
 	m["client.id"] = p.rt.cfg.instanceID + "-publish-" + strconv.Itoa(int(p.key.Partition))
 	if _, ok := m["linger.ms"]; !ok {
 		m["linger.ms"] = 1
