@@ -7,9 +7,16 @@
 //
 //	BENCH batched_cmds_per_s=<n> batched_nopublish_cmds_per_s=<n> batch1_cmds_per_s=<n> batch1_nopublish_cmds_per_s=<n> publish_events_per_s=<n> publish_catchup_ms=<n>
 //
-// The full run ends with the payments sample's transfers (payments.go):
+// The full run goes on with the payments sample's transfers (payments.go):
 //
 //	BENCH transfers_per_s=<n> transfer_p50_ms=<n> transfer_p99_ms=<n>
+//
+// and ends with the memory benchmark (memory.go, -only memory): the runtime
+// alone in a child process, its RSS with 1,000,000 aggregates touched once
+// each (-mem-aggregates) under the default WithMaxAggregates, and the
+// throughput with that many aggregates against 2,000:
+//
+//	BENCH rss_mb_1m_aggregates=<n> rss_mb_before_load=<n> live_aggregates_peak=<n> bytes_per_live_aggregate=<n> heap_bytes_per_live_aggregate=<n> many_aggregates_cmds_per_s=<n> few_aggregates_cmds_per_s=<n> many_few_ratio=<n>
 //
 // By default it starts an embedded Kafka-protocol broker and a private
 // Postgres cluster (fsync on) in a temporary directory; KAFKA_BROKERS and
@@ -53,9 +60,16 @@ type params struct {
 	// The payments benchmark (payments.go).
 	accounts, transfers, transferInflight, transferConns int
 	transferProjections                                  bool
+	// The memory benchmark (memory.go).
+	memAggregates, memFewN, memMaxAggregates int
+	memPassivate                             time.Duration
+	memProfile, memCPUProfile, memTrace      string
 }
 
 func main() {
+	if cfg := os.Getenv(memRoleEnv); cfg != "" {
+		os.Exit(memChild(cfg)) // the runtime child of the memory benchmark
+	}
 	var p params
 	flag.IntVar(&p.n, "n", 100_000, "commands for the batched run")
 	flag.IntVar(&p.n1, "n1", 2_000, "commands for the batch-size-1 run")
@@ -68,12 +82,19 @@ func main() {
 	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
 	flag.IntVar(&p.prefill, "prefill", 5_000_000, "-only history: command results and events stored before the run")
-	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), history (fresh vs -prefill stored rows), latency, projections or transfers")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), history (fresh vs -prefill stored rows), latency, projections, transfers or memory (the runtime in a process of its own: RSS per live aggregate, many vs few aggregates)")
 	flag.IntVar(&p.accounts, "accounts", 1_000, "payments: customer accounts the transfers move money between")
 	flag.IntVar(&p.transfers, "transfers", 10_000, "payments: single-phase transfers in the measured run")
 	flag.IntVar(&p.transferInflight, "transfer-inflight", 1_000, "payments: transfers in flight at once (from the create's Send to posted)")
 	flag.IntVar(&p.transferConns, "transfer-conns", 0, "payments: Postgres connections of the runtimes' pool (0: 4 per partition + 8)")
 	flag.BoolVar(&p.transferProjections, "transfer-projections", false, "payments: also run the sample's read-model projections")
+	flag.IntVar(&p.memAggregates, "mem-aggregates", 1_000_000, "memory: distinct aggregates touched once each in the many-aggregates phase")
+	flag.IntVar(&p.memFewN, "mem-few-n", 200_000, "memory: commands over -aggregates aggregates in the few-aggregates phase")
+	flag.IntVar(&p.memMaxAggregates, "mem-max-aggregates", actor.DefaultMaxAggregates, "memory: the runtime's WithMaxAggregates")
+	flag.DurationVar(&p.memPassivate, "mem-passivate", 2*time.Minute, "memory: the runtime's WithPassivateAfter")
+	flag.StringVar(&p.memProfile, "memprofile", "", "memory: write the runtime child's heap profile at the end of the many-aggregates phase to this file")
+	flag.StringVar(&p.memCPUProfile, "mem-cpuprofile", "", "memory: write the runtime child's CPU profile of the many-aggregates phase to this file")
+	flag.StringVar(&p.memTrace, "mem-trace", "", "memory: append the runtime child's stats lines with its RSS (CSV) to this file")
 	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
 	wlName := flag.String("workload", "inventory", "the aggregate the command benchmarks drive (inventory)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (client, broker, runtime) to this file")
@@ -172,6 +193,9 @@ func run(ctx context.Context, p params) error {
 	if p.only == "transfers" {
 		return transfers(ctx, p, brokers, adminDSN, logger)
 	}
+	if p.only == "memory" {
+		return memory(ctx, p, brokers, adminDSN, logger)
+	}
 	b1off, err := runOnce(ctx, p, "b1nopub", brokers, adminDSN, p.n1, 1, 0, false, logger)
 	if err != nil {
 		return fmt.Errorf("batch-size-1 run without publishing: %w", err)
@@ -211,7 +235,10 @@ func run(ctx context.Context, p params) error {
 	if err := projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, bn.cmdsPerS/2), logger); err != nil {
 		return err
 	}
-	return transfers(ctx, p, brokers, adminDSN, logger)
+	if err := transfers(ctx, p, brokers, adminDSN, logger); err != nil {
+		return err
+	}
+	return memory(ctx, p, brokers, adminDSN, logger)
 }
 
 // latency runs the open-loop latency benchmark at 200 commands/s and at
