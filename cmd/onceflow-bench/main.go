@@ -98,7 +98,11 @@ func main() {
 	flag.Float64Var(&p.lagRate, "lag-rate", 0, "commands/s for the live lag (0: half of the batched run's rate; 8000 with -only projections)")
 	wlName := flag.String("workload", "inventory", "the aggregate the command benchmarks drive (inventory)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (client, broker, runtime) to this file")
+	allocProfile := flag.String("allocprofile", "", "write a profile of the whole run's allocations (client, broker, runtime) to this file")
 	flag.Parse()
+	if *allocProfile != "" {
+		defer writeAllocProfile(*allocProfile)
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err != nil {
@@ -185,7 +189,8 @@ func run(ctx context.Context, p params) error {
 		return nil
 	}
 	if p.only == "latency" {
-		return latency(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
+		_, _, err := latency(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
+		return err
 	}
 	if p.only == "projections" {
 		return projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, 8000), logger)
@@ -229,9 +234,15 @@ func run(ctx context.Context, p params) error {
 	if p.only == "commands" {
 		return nil
 	}
-	if err := latency(ctx, p, brokers, adminDSN, bn.cmdsPerS/2, logger); err != nil {
+	low, hi, err := latency(ctx, p, brokers, adminDSN, bn.cmdsPerS/2, logger)
+	if err != nil {
 		return err
 	}
+	// The summary line: CPU per command is the whole machine's
+	// busy time (bench process, broker, Postgres) over the batched run.
+	self, pg, box := bn.cpu.perOp(bn.n)
+	fmt.Printf("BENCH batched_cmds_per_s=%.0f batch1_cmds_per_s=%.0f alo_cmds_per_s=%.0f p99_ms_half_load=%.1f p50_ms_200=%.1f cpu_us_per_cmd=%.0f cpu_us_per_cmd_bench_process=%.0f cpu_us_per_cmd_postgres=%.0f\n",
+		bn.cmdsPerS, b1.cmdsPerS, alo.cmdsPerS, ms(hi[1]), ms(low[0]), box, self, pg)
 	if err := projections(ctx, p, brokers, adminDSN, cmp.Or(p.lagRate, bn.cmdsPerS/2), logger); err != nil {
 		return err
 	}
@@ -243,20 +254,23 @@ func run(ctx context.Context, p params) error {
 
 // latency runs the open-loop latency benchmark at 200 commands/s and at
 // half, the given rate (half of the batched run's throughput).
-func latency(ctx context.Context, p params, brokers, adminDSN string, half float64, logger *slog.Logger) error {
-	low, err := openLoop(ctx, p, brokers, adminDSN, 200, p.lagFor, logger)
+// It returns the percentiles (p50, p99, p99.9) of both.
+func latency(ctx context.Context, p params, brokers, adminDSN string, half float64, logger *slog.Logger) (low, hi [3]time.Duration, err error) {
+	low, err = openLoop(ctx, p, brokers, adminDSN, 200, p.lagFor, logger)
 	if err != nil {
-		return fmt.Errorf("open loop at 200 cmds/s: %w", err)
+		return low, hi, fmt.Errorf("open loop at 200 cmds/s: %w", err)
 	}
-	hi, err := openLoop(ctx, p, brokers, adminDSN, half, p.lagFor, logger)
+	hi, err = openLoop(ctx, p, brokers, adminDSN, half, p.lagFor, logger)
 	if err != nil {
-		return fmt.Errorf("open loop at %.0f cmds/s: %w", half, err)
+		return low, hi, fmt.Errorf("open loop at %.0f cmds/s: %w", half, err)
 	}
-	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	fmt.Printf("BENCH open_loop_200_p50_ms=%.1f open_loop_200_p99_ms=%.1f open_loop_half_rate=%.0f open_loop_half_p50_ms=%.1f open_loop_half_p99_ms=%.1f open_loop_half_p999_ms=%.1f\n",
 		ms(low[0]), ms(low[1]), half, ms(hi[0]), ms(hi[1]), ms(hi[2]))
-	return nil
+	return low, hi, nil
 }
+
+// ms is a duration in milliseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // projections runs the projection benchmarks: the rebuild over
 // p.rebuildEvents stored events, and the live lag at rate commands/s.
@@ -279,6 +293,8 @@ type result struct {
 	cmdsPerS    float64
 	publishPerS float64       // events published per second, from the first send to publish lag 0
 	catchup     time.Duration // from the last outcome to publish lag 0
+	cpu         cpuSample     // CPU time from the first send to the last outcome
+	n           int
 }
 
 func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, batch int, wait time.Duration, publish bool, logger *slog.Logger) (result, error) {
@@ -323,6 +339,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	var firstErr atomic.Value
 	sem := make(chan struct{}, p.inflight)
 	var wg sync.WaitGroup
+	cpu0 := sampleCPU()
 	start := time.Now()
 	for i := range n {
 		sem <- struct{}{}
@@ -339,6 +356,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	cpu := sampleCPU().sub(cpu0)
 	if f := failed.Load(); f > 0 {
 		return result{}, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
 	}
@@ -349,7 +367,7 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	if events != int64(n) {
 		return result{}, fmt.Errorf("%d events stored for %d accepted commands", events, n)
 	}
-	res := result{cmdsPerS: float64(n) / elapsed.Seconds()}
+	res := result{cmdsPerS: float64(n) / elapsed.Seconds(), cpu: cpu, n: n}
 	if publish {
 		for rt.Stats().PublishLag > 0 {
 			if time.Since(start) > 10*time.Minute {
@@ -369,8 +387,9 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	}
 	st := rt.Stats()
 	avgBatch := float64(st.Records) / float64(max(st.Batches, 1))
-	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v  published %d in %d transactions (catch-up after the last outcome %v)\n",
-		name, batch, n, res.cmdsPerS, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond), st.Published, st.PublishTransactions, res.catchup.Round(time.Millisecond))
+	self, pg, box := cpu.perOp(n)
+	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v  published %d in %d transactions (catch-up after the last outcome %v)  CPU per command: bench process %.0f µs, Postgres %.0f µs, whole box %.0f µs\n",
+		name, batch, n, res.cmdsPerS, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond), st.Published, st.PublishTransactions, res.catchup.Round(time.Millisecond), self, pg, box)
 	return res, nil
 }
 
