@@ -359,12 +359,34 @@ func procMemory(pid int) (rss, hwm int64, err error) {
 	return rss, hwm, nil
 }
 
+// childCPU reads a process's user+system CPU time from /proc/<pid>/stat.
+func childCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces): state is
+	// the 3rd field of the line, utime and stime the 14th and 15th.
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil // USER_HZ is 100 on Linux
+}
+
 // memPhase is one phase's figures.
 type memPhase struct {
 	cmdsPerS          float64
-	rssBefore         int64 // child RSS once it owns every partition, before the load
-	rssPeak           int64 // highest sampled VmRSS (and at least VmHWM)
-	rssAfter          int64 // after the load and a forced GC
+	cpuPerCmd         time.Duration // the runtime child's CPU time per command during the load
+	rssBefore         int64         // child RSS once it owns every partition, before the load
+	rssPeak           int64         // highest sampled VmRSS (and at least VmHWM)
+	rssAfter          int64         // after the load and a forced GC
 	livePeak          int64
 	liveEnd           int64
 	heapBefore        int64 // live heap after a forced GC, before the load
@@ -397,8 +419,8 @@ func memory(ctx context.Context, p params, brokers, adminDSN string, logger *slo
 		return fmt.Errorf("memory, %d aggregates: %w", p.memAggregates, err)
 	}
 	ratio := many.cmdsPerS / few.cmdsPerS
-	fmt.Printf("memory: %d aggregates touched once each: runtime peak RSS %.0f MB (%.0f MB before the load), %d live at the peak (cap %d), %.0f B RSS and %.0f B live heap per live aggregate; %.0f cmds/s vs %.0f with %d aggregates (ratio %.2f)\n",
-		p.memAggregates, mb(many.rssPeak), mb(many.rssBefore), many.livePeak, p.memMaxAggregates, many.bytesPerLive(), many.heapPerLive(), many.cmdsPerS, few.cmdsPerS, p.aggregates, ratio)
+	fmt.Printf("memory: %d aggregates touched once each: runtime peak RSS %.0f MB (%.0f MB before the load), %d live at the peak (cap %d), %.0f B RSS and %.0f B live heap per live aggregate; %.0f cmds/s vs %.0f with %d aggregates (ratio %.2f; runtime CPU per command %v vs %v)\n",
+		p.memAggregates, mb(many.rssPeak), mb(many.rssBefore), many.livePeak, p.memMaxAggregates, many.bytesPerLive(), many.heapPerLive(), many.cmdsPerS, few.cmdsPerS, p.aggregates, ratio, many.cpuPerCmd, few.cpuPerCmd)
 	fmt.Printf("BENCH rss_mb_1m_aggregates=%.0f rss_mb_before_load=%.0f live_aggregates_peak=%d bytes_per_live_aggregate=%.0f heap_bytes_per_live_aggregate=%.0f many_aggregates_cmds_per_s=%.0f few_aggregates_cmds_per_s=%.0f many_few_ratio=%.2f\n",
 		mb(many.rssPeak), mb(many.rssBefore), many.livePeak, many.bytesPerLive(), many.heapPerLive(), many.cmdsPerS, few.cmdsPerS, ratio)
 	return nil
@@ -478,6 +500,10 @@ func memoryPhase(ctx context.Context, p params, name, brokers, adminDSN string, 
 	res.heapBefore = int64(before.HeapAlloc)
 	child.peakRSS.Store(res.rssBefore)
 
+	cpu0, err := childCPU(child.cmd.Process.Pid)
+	if err != nil {
+		return res, err
+	}
 	var failed atomic.Int64
 	var firstErr atomic.Value
 	sem := make(chan struct{}, p.inflight)
@@ -501,6 +527,9 @@ func memoryPhase(ctx context.Context, p params, name, brokers, adminDSN string, 
 		return res, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
 	}
 	res.cmdsPerS = float64(n) / elapsed.Seconds()
+	if cpu1, err := childCPU(child.cmd.Process.Pid); err == nil {
+		res.cpuPerCmd = (cpu1 - cpu0) / time.Duration(n)
+	}
 	time.Sleep(2 * statsEvery) // the last stats lines of the load
 	end, peakLive := child.stats()
 	after, err := child.forceGC()
@@ -522,8 +551,8 @@ func memoryPhase(ctx context.Context, p params, name, brokers, adminDSN string, 
 	if events != int64(n) {
 		return res, fmt.Errorf("%d events stored for %d accepted commands", events, n)
 	}
-	fmt.Printf("memory %-4s n=%-8d aggregates=%-8d %8.0f cmds/s  elapsed %-10v runtime RSS %4.0f MB before, %4.0f MB peak, %4.0f MB after a GC (Go runtime %.0f MB of it); live aggregates %d peak, %d at the end; live heap %.0f -> %.0f MB; %d loads, %d evictions, %d passivations, %d GCs\n",
-		name, n, aggregates, res.cmdsPerS, elapsed.Round(time.Millisecond), mb(res.rssBefore), mb(res.rssPeak), mb(res.rssAfter), mb(res.goAfter),
+	fmt.Printf("memory %-4s n=%-8d aggregates=%-8d %8.0f cmds/s  elapsed %-10v runtime CPU %v per command; runtime RSS %4.0f MB before, %4.0f MB peak, %4.0f MB after a GC (Go runtime %.0f MB of it); live aggregates %d peak, %d at the end; live heap %.0f -> %.0f MB; %d loads, %d evictions, %d passivations, %d GCs\n",
+		name, n, aggregates, res.cmdsPerS, elapsed.Round(time.Millisecond), res.cpuPerCmd, mb(res.rssBefore), mb(res.rssPeak), mb(res.rssAfter), mb(res.goAfter),
 		res.livePeak, res.liveEnd, mb(res.heapBefore), mb(res.heapAfter), res.loads, res.evictions, res.passivations, res.gcs)
 	return res, nil
 }
