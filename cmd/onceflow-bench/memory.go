@@ -528,7 +528,7 @@ func memoryPhase(ctx context.Context, p params, name, brokers, adminDSN string, 
 	}
 	res.cmdsPerS = float64(n) / elapsed.Seconds()
 	if cpu1, err := childCPU(child.cmd.Process.Pid); err == nil {
-		res.cpuPerCmd = (cpu1 - cpu0) / time.Duration(n)
+		res.cpuPerCmd = ((cpu1 - cpu0) / time.Duration(n)).Round(100 * time.Nanosecond)
 	}
 	time.Sleep(2 * statsEvery) // the last stats lines of the load
 	end, peakLive := child.stats()
