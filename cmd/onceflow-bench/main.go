@@ -82,7 +82,7 @@ func main() {
 	flag.IntVar(&p.rebuildEvents, "rebuild-events", 1_000_000, "stored events the projection rebuild runs over")
 	flag.DurationVar(&p.lagFor, "lag-for", 10*time.Second, "how long the live projection's lag is measured, at half of the batched command rate")
 	flag.IntVar(&p.prefill, "prefill", 5_000_000, "-only history: command results and events stored before the run")
-	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), history (fresh vs -prefill stored rows), latency, projections, transfers or memory (the runtime in a process of its own: RSS per live aggregate, many vs few aggregates)")
+	flag.StringVar(&p.only, "only", "", "run one benchmark only: commands, batched (the batched run alone, e.g. with -cpuprofile), history (fresh vs -prefill stored rows), alo or nopub (the at-least-once baseline or exactly-once, publishing off), latency, projections, transfers or memory (the runtime in a process of its own: RSS per live aggregate, many vs few aggregates)")
 	flag.IntVar(&p.accounts, "accounts", 1_000, "payments: customer accounts the transfers move money between")
 	flag.IntVar(&p.transfers, "transfers", 10_000, "payments: single-phase transfers in the measured run")
 	flag.IntVar(&p.transferInflight, "transfer-inflight", 1_000, "payments: transfers in flight at once (from the create's Send to posted)")
@@ -186,6 +186,19 @@ func run(ctx context.Context, p params) error {
 			return err
 		}
 		fmt.Printf("BENCH batched_cmds_per_s=%.0f\n", bn.cmdsPerS)
+		return nil
+	}
+	if p.only == "alo" || p.only == "nopub" {
+		// One batched run with publishing off, at-least-once (alo) or
+		// exactly-once (nopub): the pair the ratio compares, e.g. to
+		// profile them apart with -cpuprofile.
+		baseline.SetAtLeastOnce(p.only == "alo")
+		r, err := runOnce(ctx, p, p.only, brokers, adminDSN, p.n, p.batch, p.wait, false, logger)
+		baseline.SetAtLeastOnce(false)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("BENCH %s_cmds_per_s=%.0f\n", p.only, r.cmdsPerS)
 		return nil
 	}
 	if p.only == "latency" {
