@@ -43,6 +43,7 @@ import (
 
 	"github.com/onceflow/onceflow/actor"
 	"github.com/onceflow/onceflow/devenv"
+	"github.com/onceflow/onceflow/eventsource"
 	"github.com/onceflow/onceflow/internal/baseline"
 	"github.com/onceflow/onceflow/internal/pgcluster"
 )
@@ -348,30 +349,12 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 		return result{}, err
 	}
 
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	sem := make(chan struct{}, p.inflight)
-	var wg sync.WaitGroup
 	cpu0 := sampleCPU()
 	start := time.Now()
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			cmd := p.wl.command(i, p.aggregates)
-			if _, err := client.Send(ctx, cmd); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, err := sendAll(ctx, client, n, p.inflight, func(i int) (eventsource.Command, string) { return p.wl.command(i, p.aggregates), "" })
 	cpu := sampleCPU().sub(cpu0)
-	if f := failed.Load(); f > 0 {
-		return result{}, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
+	if err != nil {
+		return result{}, err
 	}
 	var events int64
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM onceflow.events WHERE topic = $1`, topic).Scan(&events); err != nil {
@@ -404,6 +387,41 @@ func runOnce(ctx context.Context, p params, name, brokers, adminDSN string, n, b
 	fmt.Printf("%-8s batch=%-5d n=%-7d %8.0f cmds/s  elapsed %-10v batches %-6d avg batch %.1f  commit time %v  published %d in %d transactions (catch-up after the last outcome %v)  CPU per command: bench process %.0f µs, Postgres %.0f µs, whole box %.0f µs\n",
 		name, batch, n, res.cmdsPerS, elapsed.Round(time.Millisecond), st.Batches, avgBatch, st.CommitTimeSum.Round(time.Millisecond), st.Published, st.PublishTransactions, res.catchup.Round(time.Millisecond), self, pg, box)
 	return res, nil
+}
+
+// sendAll sends commands 0..n-1 through client, inflight at once (closed
+// loop: a goroutine per Send, like the handlers of an API), and returns the
+// time from the first send to the last outcome. command(i) gives the i-th
+// command and its command id ("": a new one). Every command must succeed.
+func sendAll(ctx context.Context, client *actor.Client, n, inflight int, command func(i int) (eventsource.Command, string)) (time.Duration, error) {
+	var failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, inflight)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			cmd, id := command(i)
+			var opts []actor.SendOption
+			if id != "" {
+				opts = append(opts, actor.WithCommandID(id))
+			}
+			if _, err := client.Send(ctx, cmd, opts...); err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	if f := failed.Load(); f > 0 {
+		return elapsed, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
+	}
+	return elapsed, nil
 }
 
 // prefill stores n command results and n events of another topic (12

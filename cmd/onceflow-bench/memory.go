@@ -33,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/onceflow/onceflow/actor"
+	"github.com/onceflow/onceflow/eventsource"
 )
 
 // memRoleEnv, when set in a child's environment, makes main run only the
@@ -504,27 +505,9 @@ func memoryPhase(ctx context.Context, p params, name, brokers, adminDSN string, 
 	if err != nil {
 		return res, err
 	}
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	sem := make(chan struct{}, p.inflight)
-	var wg sync.WaitGroup
-	start := time.Now()
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			if _, err := client.Send(ctx, p.wl.command(i, aggregates)); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if f := failed.Load(); f > 0 {
-		return res, fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
+	elapsed, err := sendAll(ctx, client, n, p.inflight, func(i int) (eventsource.Command, string) { return p.wl.command(i, aggregates), "" })
+	if err != nil {
+		return res, err
 	}
 	res.cmdsPerS = float64(n) / elapsed.Seconds()
 	if cpu1, err := childCPU(child.cmd.Process.Pid); err == nil {

@@ -329,7 +329,7 @@ func transfersRun(ctx context.Context, p params, brokers, adminDSN string, logge
 	// partitions by their ids.
 	setupStart := time.Now()
 	acct := func(i int) string { return fmt.Sprintf("acct-%05d", i) }
-	if err := sendAll(ctx, accounts, p.accounts+1, 500, func(i int) (eventsource.Command, string) {
+	if _, err := sendAll(ctx, accounts, p.accounts+1, 500, func(i int) (eventsource.Command, string) {
 		if i == p.accounts {
 			return ledger.OpenAccount{ID: payBank, Ledger: payLedger, Code: 3}, "open-" + payBank
 		}
@@ -339,7 +339,7 @@ func transfersRun(ctx context.Context, p params, brokers, adminDSN string, logge
 	}
 	// Funding: one single-phase transfer bank -> customer each, through
 	// the same process (also the warm-up).
-	if err := sendAll(ctx, transfersCl, p.accounts, 500, func(i int) (eventsource.Command, string) {
+	if _, err := sendAll(ctx, transfersCl, p.accounts, 500, func(i int) (eventsource.Command, string) {
 		id := fmt.Sprintf("fund-%05d", i)
 		return ledger.CreateTransfer{ID: id, DebitAccountID: payBank, CreditAccountID: acct(i), Amount: payFundAmount, Ledger: payLedger, Code: 1},
 			actor.CommandID(id, "create")
@@ -534,33 +534,6 @@ func transfersRun(ctx context.Context, p params, brokers, adminDSN string, logge
 	}
 	fmt.Printf("transfers: ledger.Check clean in %v: %s\n", time.Since(checkStart).Round(time.Millisecond), rep)
 	return res, nil
-}
-
-// sendAll sends n commands, at most inflight at once, and fails on the
-// first that is not accepted.
-func sendAll(ctx context.Context, c *actor.Client, n, inflight int, cmd func(i int) (eventsource.Command, string)) error {
-	sem := make(chan struct{}, inflight)
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	for i := range n {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c2, id := cmd(i)
-			if _, err := c.Send(ctx, c2, actor.WithCommandID(id)); err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err)
-			}
-		}()
-	}
-	wg.Wait()
-	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d of %d commands failed, first: %v", f, n, firstErr.Load())
-	}
-	return nil
 }
 
 // processesDone reports whether every transfer's process is done (one
