@@ -55,8 +55,9 @@ type sendOptions struct{ commandID string }
 
 // WithCommandID sets the command id, the idempotency key: a command id is
 // handled at most once, ever; sending it again returns the stored outcome
-// with Outcome.Duplicate set. Default: a new random id. Reuse the id when
-// retrying a command whose outcome is unknown.
+// with Outcome.Duplicate set. Default: a new unique id (the Client's random
+// 96-bit prefix and a counter). Reuse the id when retrying a command whose
+// outcome is unknown.
 func WithCommandID(id string) SendOption { return func(o *sendOptions) { o.commandID = id } }
 
 // NewClient connects a Client. reg must name every command type sent. ctx
