@@ -179,24 +179,16 @@ func (d *replyDecoder) fail(what string) {
 	}
 }
 
-func (d *replyDecoder) uvarint(what string) uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail(what)
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
-}
+func (d *replyDecoder) uvarint(what string) uint64 { return readVarint(d, what, binary.Uvarint) }
+func (d *replyDecoder) varint(what string) int64   { return readVarint(d, what, binary.Varint) }
 
-func (d *replyDecoder) varint(what string) int64 {
+// readVarint reads one (u)varint with decode, or records what was
+// malformed.
+func readVarint[T int64 | uint64](d *replyDecoder, what string, decode func([]byte) (T, int)) T {
 	if d.err != nil {
 		return 0
 	}
-	v, n := binary.Varint(d.b)
+	v, n := decode(d.b)
 	if n <= 0 {
 		d.fail(what)
 		return 0
