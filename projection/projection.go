@@ -233,6 +233,11 @@ func (s *Store) Version(ctx context.Context, name string, version int) (Info, er
 // query the version's tables use ActiveTx in their transaction instead.
 func (s *Store) Active(ctx context.Context, name string) (Info, error) {
 	i, err := scanInfo(s.pool.QueryRow(ctx, s.sql(`SELECT `+infoColumns+` FROM onceflow.projections WHERE name = $1 AND state = 'active'`), name))
+	return activeResult(name, i, err)
+}
+
+// activeResult maps the read of an active version to Active's errors.
+func activeResult(name string, i Info, err error) (Info, error) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Info{}, fmt.Errorf("%w: no active version of %q", ErrNotFound, name)
 	}
@@ -258,13 +263,7 @@ func ActiveTx(ctx context.Context, tx pgx.Tx, schema, name string) (Info, error)
 		// COMMITTED).
 		i, err = scanInfo(tx.QueryRow(ctx, q, name))
 	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Info{}, fmt.Errorf("%w: no active version of %q", ErrNotFound, name)
-	}
-	if err != nil {
-		return Info{}, fmt.Errorf("projection: read active %s: %w", name, err)
-	}
-	return i, nil
+	return activeResult(name, i, err)
 }
 
 // List returns every version of every projection ("" for all) with its
