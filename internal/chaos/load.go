@@ -38,9 +38,7 @@ type loadGen struct {
 	targets func() []targetURL // the instances to send to now
 	client  *http.Client
 
-	logMu sync.Mutex
-	log   *json.Encoder
-	file  *os.File
+	log *jsonLog
 
 	mu         sync.Mutex
 	rng        *rand.Rand
@@ -59,12 +57,12 @@ type targetURL struct {
 }
 
 func newLoadGen(path string, seed int64, rate, skus int, targets func() []targetURL) (*loadGen, error) {
-	f, err := os.Create(path)
+	log, err := createJSONLog(path)
 	if err != nil {
 		return nil, err
 	}
 	g := &loadGen{
-		seed: seed, rate: rate, targets: targets, file: f, log: json.NewEncoder(f),
+		seed: seed, rate: rate, targets: targets, log: log,
 		client: &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 32, IdleConnTimeout: 30 * time.Second}},
 		rng:    rand.New(rand.NewPCG(uint64(seed), 0x10ad)), open: map[string][]string{}, unresolved: map[string]*command{},
 		whs: []string{"ams-1", "ber-2"},
@@ -75,7 +73,32 @@ func newLoadGen(path string, seed int64, rate, skus int, targets func() []target
 	return g, nil
 }
 
-func (g *loadGen) close() error { return g.file.Close() }
+func (g *loadGen) close() error { return g.log.Close() }
+
+// jsonLog writes one JSON line per value to a file, from any goroutine.
+type jsonLog struct {
+	mu   sync.Mutex
+	enc  *json.Encoder
+	file *os.File
+}
+
+func createJSONLog(path string) (*jsonLog, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	return &jsonLog{enc: json.NewEncoder(f), file: f}, nil
+}
+
+// write appends v as a line (best effort: the log is for reading a run
+// afterwards, not for the checks).
+func (l *jsonLog) write(v any) {
+	l.mu.Lock()
+	_ = l.enc.Encode(v)
+	l.mu.Unlock()
+}
+
+func (l *jsonLog) Close() error { return l.file.Close() }
 
 // next picks the next command. Receives keep stock flowing; reserves,
 // releases and ships exercise the reservation invariants; adjusts move
@@ -128,18 +151,29 @@ func (g *loadGen) pick(exclude int) (targetURL, bool) {
 
 // run sends commands at the configured rate until ctx ends.
 func (g *loadGen) run(ctx context.Context, workers int) {
-	work := make(chan *command, workers)
+	dropped := runAtRate(ctx, g.rate, workers, g.next, func(c *command) { g.sendUntilKnown(ctx, c, 4) })
+	g.dropped.Add(dropped) // every worker was busy (faults): never sent, never logged
+}
+
+// runAtRate takes next() rate times a second until ctx ends and hands each
+// to one of workers goroutines running handle; an item no worker is free
+// for is dropped, not queued (an open-loop schedule: a slow service does
+// not slow the load down). It returns when every handed item is handled,
+// with the number dropped.
+func runAtRate[T any](ctx context.Context, rate, workers int, next func() T, handle func(T)) int64 {
+	work := make(chan T, workers)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for c := range work {
-				g.sendUntilKnown(ctx, c, 4)
+			for x := range work {
+				handle(x)
 			}
 		}()
 	}
-	t := time.NewTicker(time.Second / time.Duration(g.rate))
+	var dropped int64
+	t := time.NewTicker(time.Second / time.Duration(rate))
 	defer t.Stop()
 loop:
 	for {
@@ -147,16 +181,16 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-t.C:
-			c := g.next()
 			select {
-			case work <- c:
+			case work <- next():
 			default:
-				g.dropped.Add(1) // every worker is busy (faults): never sent, never logged
+				dropped++
 			}
 		}
 	}
 	close(work)
 	wg.Wait()
+	return dropped
 }
 
 // sendUntilKnown sends c until a definite answer or max attempts; ctx
@@ -235,9 +269,7 @@ func (g *loadGen) attempt(ctx context.Context, c *command, n int, t targetURL, t
 		}
 	}
 	a.Millis = time.Since(a.Start).Milliseconds()
-	g.logMu.Lock()
-	_ = g.log.Encode(a)
-	g.logMu.Unlock()
+	g.log.write(a)
 	return a
 }
 

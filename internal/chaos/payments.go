@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -71,9 +70,7 @@ type payTold struct {
 type payLoad struct {
 	d      *deployment
 	client *http.Client
-	logMu  sync.Mutex
-	log    *json.Encoder
-	file   *os.File
+	log    *jsonLog
 
 	mu         sync.Mutex
 	rng        *rand.Rand
@@ -89,11 +86,11 @@ type payLoad struct {
 }
 
 func newPayLoad(d *deployment, seed int64) (*payLoad, error) {
-	f, err := os.Create(filepath.Join(d.dir, "payload.jsonl"))
+	log, err := createJSONLog(filepath.Join(d.dir, "payload.jsonl"))
 	if err != nil {
 		return nil, err
 	}
-	return &payLoad{d: d, client: &http.Client{}, log: json.NewEncoder(f), file: f,
+	return &payLoad{d: d, client: &http.Client{}, log: log,
 		rng: rand.New(rand.NewPCG(uint64(seed), 0x9a7)), told: map[string]payTold{}, pending: map[string]struct{}{}}, nil
 }
 
@@ -161,9 +158,7 @@ func (l *payLoad) attempt(ctx context.Context, t targetURL, path, key, body stri
 		a.Code, a.Transfer, a.Status, a.Final, a.Result, a.Posted = m.Code, m.ID, m.Status, m.Final, m.Result, m.Posted
 	}
 	a.Millis = time.Since(a.Start).Milliseconds()
-	l.logMu.Lock()
-	_ = l.log.Encode(a)
-	l.logMu.Unlock()
+	l.log.write(a)
 	return a
 }
 
@@ -256,8 +251,8 @@ func (l *payLoad) next() payReq {
 			id, account(from), account(to), amount, pending)}
 }
 
-// sent registers a request handed to a worker: the transfer it creates is
-// one the client asked for.
+// sent registers a request handed to a worker (before it is sent): the
+// transfer it creates is one the client asked for.
 func (l *payLoad) sent(r payReq) {
 	if r.creates == "" {
 		return
@@ -272,44 +267,19 @@ func (l *payLoad) sent(r payReq) {
 
 // run sends at rate per second until ctx ends.
 func (l *payLoad) run(ctx context.Context, rate, workers int) {
-	work := make(chan payReq, workers)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for r := range work {
-				if a, ok := l.send(ctx, r.path, r.key, r.body, 4); ok {
-					l.learn(a)
-				} else {
-					l.mu.Lock()
-					l.unresolved = append(l.unresolved, r)
-					l.mu.Unlock()
-				}
-			}
-		}()
-	}
-	t := time.NewTicker(time.Second / time.Duration(rate))
-	defer t.Stop()
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case <-t.C:
-			r := l.next()
-			select {
-			case work <- r:
-				l.sent(r)
-			default:
-				l.mu.Lock()
-				l.dropped++
-				l.mu.Unlock()
-			}
+	dropped := runAtRate(ctx, rate, workers, l.next, func(r payReq) {
+		l.sent(r)
+		if a, ok := l.send(ctx, r.path, r.key, r.body, 4); ok {
+			l.learn(a)
+		} else {
+			l.mu.Lock()
+			l.unresolved = append(l.unresolved, r)
+			l.mu.Unlock()
 		}
-	}
-	close(work)
-	wg.Wait()
+	})
+	l.mu.Lock()
+	l.dropped += int(dropped)
+	l.mu.Unlock()
 }
 
 // finalStates reads every transfer through the API until each is final
@@ -367,7 +337,7 @@ func runPayments(ctx context.Context, d *deployment, rep *Report) error {
 	if err != nil {
 		return err
 	}
-	defer load.file.Close()
+	defer load.log.Close()
 	res := CheckResult{ViolationsByKind: map[string]int{}, Outcomes: map[string]int{}, Answers: map[string]int{}, Injected: map[string]int{}}
 	fail := func(kind, format string, args ...any) {
 		res.Violations = append(res.Violations, Violation{Kind: kind, Detail: fmt.Sprintf(format, args...)})
