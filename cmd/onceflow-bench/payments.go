@@ -398,21 +398,32 @@ func transfersRun(ctx context.Context, p params, brokers, adminDSN string, logge
 	inflight := 0
 	runStart := time.Since(obs.base).Nanoseconds()
 	lastProgress, lastPosted := time.Now(), int64(0)
-	for i := range p.transfers {
-		for inflight >= p.transferInflight {
+	// waitOne waits until a transfer in flight ends (posted or failed), and
+	// fails when the runtime stops, an observer fails, or nothing is
+	// posted for 2 minutes.
+	waitOne := func() error {
+		for {
 			select {
 			case <-obs.free:
 				inflight--
+				return nil
 			case err := <-runErr:
-				return res, fmt.Errorf("runtime stopped: %w", err)
+				return fmt.Errorf("runtime stopped: %w", err)
 			case err := <-obs.errs:
-				return res, err
+				return err
 			case <-time.After(time.Second):
 				if n := obs.posted.Load(); n != lastPosted {
 					lastProgress, lastPosted = time.Now(), n
 				} else if time.Since(lastProgress) > 2*time.Minute {
-					return res, fmt.Errorf("no transfer posted for 2 minutes (%d of %d posted, %d in flight)", n, p.transfers, inflight)
+					return fmt.Errorf("no transfer posted for 2 minutes (%d of %d posted, %d in flight)", n, p.transfers, inflight)
 				}
+			}
+		}
+	}
+	for i := range p.transfers {
+		for inflight >= p.transferInflight {
+			if err := waitOne(); err != nil {
+				return res, err
 			}
 		}
 		inflight++
@@ -433,19 +444,8 @@ func transfersRun(ctx context.Context, p params, brokers, adminDSN string, logge
 		}()
 	}
 	for inflight > 0 {
-		select {
-		case <-obs.free:
-			inflight--
-		case err := <-runErr:
-			return res, fmt.Errorf("runtime stopped: %w", err)
-		case err := <-obs.errs:
+		if err := waitOne(); err != nil {
 			return res, err
-		case <-time.After(time.Second):
-			if n := obs.posted.Load(); n != lastPosted {
-				lastProgress, lastPosted = time.Now(), n
-			} else if time.Since(lastProgress) > 2*time.Minute {
-				return res, fmt.Errorf("no transfer posted for 2 minutes (%d of %d posted, %d in flight)", n, p.transfers, inflight)
-			}
 		}
 	}
 	sends.Wait()
