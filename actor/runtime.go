@@ -2,7 +2,6 @@ package actor
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -711,15 +710,9 @@ var batchReplyHeaders = []kafka.Header{{Key: HeaderReplyFormat, Value: []byte(re
 // buf's storage (the producer copies each record), and returns the buffer
 // for reuse.
 func (r *Runtime) sendReplies(topic string, reps []reply, buf []byte) []byte {
-	return encodeReplies(buf, reps, maxReplyRecordBytes, func(val []byte) {
-		r.produceReply(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Value: val, Headers: batchReplyHeaders}, countReplies(val))
+	return encodeReplies(buf, reps, maxReplyRecordBytes, func(val []byte, n int) {
+		r.produceReply(&kafka.Message{TopicPartition: kafka.TopicPartition{Topic: &topic, Partition: kafka.PartitionAny}, Value: val, Headers: batchReplyHeaders}, n)
 	})
-}
-
-// countReplies reads the reply count of a batched reply record.
-func countReplies(rec []byte) int {
-	n, _ := binary.Uvarint(rec[1:])
-	return int(n)
 }
 
 // produceReply produces a reply record holding n replies. Replies are best

@@ -144,8 +144,8 @@ func appendString(buf []byte, s string) []byte {
 // encodeReplies encodes replies as batched reply records, each at most
 // about maxBytes (one reply larger than that gets a record of its own),
 // appending into buf's storage. It calls emit with each record's bytes,
-// which are only valid during the call.
-func encodeReplies(buf []byte, reps []reply, maxBytes int, emit func([]byte)) []byte {
+// which are only valid during the call, and the number of replies in it.
+func encodeReplies(buf []byte, reps []reply, maxBytes int, emit func(rec []byte, n int)) []byte {
 	for len(reps) > 0 {
 		// Encode the body after a header of maximal size, then move the
 		// header (version, count) right in front of it.
@@ -161,7 +161,7 @@ func encodeReplies(buf []byte, reps []reply, maxBytes int, emit func([]byte)) []
 		hl := 1 + binary.PutUvarint(h[1:], uint64(n))
 		start := hdr - hl
 		copy(buf[start:], h[:hl])
-		emit(buf[start:])
+		emit(buf[start:], n)
 		reps = reps[n:]
 	}
 	return buf

@@ -45,10 +45,10 @@ func TestBatchedRepliesRoundTrip(t *testing.T) {
 		var got []reply
 		records := 0
 		var buf []byte
-		buf = encodeReplies(buf, in, tc.maxBytes, func(rec []byte) {
+		buf = encodeReplies(buf, in, tc.maxBytes, func(rec []byte, n int) {
 			records++
-			if countReplies(rec) < 1 {
-				t.Fatalf("record with count %d", countReplies(rec))
+			if n < 1 {
+				t.Fatalf("record with count %d", n)
 			}
 			if tc.maxBytes > 400 && len(rec) > tc.maxBytes+400 {
 				t.Errorf("record of %d bytes, bound %d", len(rec), tc.maxBytes)
@@ -57,8 +57,8 @@ func TestBatchedRepliesRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatalf("decode: %v", err)
 			}
-			if len(reps) != countReplies(rec) {
-				t.Fatalf("countReplies %d, decoded %d", countReplies(rec), len(reps))
+			if len(reps) != n {
+				t.Fatalf("emitted with count %d, decoded %d", n, len(reps))
 			}
 			got = append(got, reps...)
 		})
@@ -76,7 +76,7 @@ func TestBatchedRepliesRoundTrip(t *testing.T) {
 
 func TestBatchedReplyDecodeRejectsBadInput(t *testing.T) {
 	var rec []byte
-	encodeReplies(nil, sampleReplies(2), maxReplyRecordBytes, func(b []byte) { rec = bytes.Clone(b) })
+	encodeReplies(nil, sampleReplies(2), maxReplyRecordBytes, func(b []byte, _ int) { rec = bytes.Clone(b) })
 	bad := map[string][]byte{
 		"empty":           nil,
 		"unknown version": append([]byte{9}, rec[1:]...),
@@ -96,7 +96,7 @@ func TestBatchedReplyDecodeRejectsBadInput(t *testing.T) {
 
 func encodeOne(r reply) []byte {
 	var out []byte
-	encodeReplies(nil, []reply{r}, maxReplyRecordBytes, func(b []byte) { out = bytes.Clone(b) })
+	encodeReplies(nil, []reply{r}, maxReplyRecordBytes, func(b []byte, _ int) { out = bytes.Clone(b) })
 	return out
 }
 
@@ -126,7 +126,7 @@ func TestBatchedReplyCarriesEveryOutcomeField(t *testing.T) {
 // FuzzBatchedReply: decoding never panics, and what decodes re-encodes to
 // the same bytes.
 func FuzzBatchedReply(f *testing.F) {
-	encodeReplies(nil, sampleReplies(3), maxReplyRecordBytes, func(b []byte) { f.Add(bytes.Clone(b)) })
+	encodeReplies(nil, sampleReplies(3), maxReplyRecordBytes, func(b []byte, _ int) { f.Add(bytes.Clone(b)) })
 	f.Add([]byte{1, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		reps, err := decodeReplies(b)
@@ -134,7 +134,7 @@ func FuzzBatchedReply(f *testing.F) {
 			return
 		}
 		var again []byte
-		encodeReplies(nil, reps, 1<<30, func(rec []byte) { again = bytes.Clone(rec) })
+		encodeReplies(nil, reps, 1<<30, func(rec []byte, _ int) { again = bytes.Clone(rec) })
 		if len(reps) > 0 && !bytes.Equal(again, b) {
 			// Varints have one canonical encoding only when minimal;
 			// compare the decoded values instead.
